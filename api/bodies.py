@@ -1,0 +1,27 @@
+"""Reading request bodies; shape errors become BadRequest, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from shared.errors import BadRequest
+
+
+def json_object() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise BadRequest("The request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise BadRequest(f"Expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def instances_of(body: dict[str, Any]) -> list:
+    if "instances" not in body:
+        raise BadRequest("Expected a JSON object with an 'instances' list: {\"instances\": [{...}, ...]}")
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("'instances' must be a non-empty list of objects, one per row")
+    return instances

@@ -1,0 +1,132 @@
+"""The ``predictq`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+from shared.errors import PredictqError
+from shared.estimators import parse_params
+from shared.lifecycle import train_version
+from shared.settings import Settings, load_settings
+from shared.storage import LocalStorage
+from shared.store import ModelStore
+from shared.training import TrainingOptions
+
+
+def _split_names(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """predictq: train scikit-learn models on a table and serve their predictions."""
+    ctx.obj = load_settings()
+
+
+@main.command()
+@click.option(
+    "--data", "data_path", type=click.Path(path_type=Path), help="CSV or Parquet file [default: PREDICTQ_DATASET_PATH]."
+)
+@click.option("--target", help="Column to predict [default: PREDICTQ_DATASET_TARGET].")
+@click.option("--task", type=click.Choice(["classification", "regression"]), help="Default: inferred from the target.")
+@click.option(
+    "--estimator", help="random_forest, hist_gradient_boosting, logistic, ridge, linear, or a dotted class path."
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Estimator parameter; repeatable. Values parse as JSON.",
+)
+@click.option("--numeric", help="Comma-separated columns to treat as numeric.")
+@click.option("--categorical", help="Comma-separated columns to treat as categorical.")
+@click.option("--ignore", help="Comma-separated columns to leave out.")
+@click.option(
+    "--holdout",
+    "holdout_fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of rows held out for metrics.",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--out-of-range",
+    "policy",
+    type=click.Choice(["warn", "clip", "reject"]),
+    help="Policy for values outside the training range [default: PREDICTQ_OUT_OF_RANGE_POLICY].",
+)
+@click.option(
+    "--config", "config_file", type=click.Path(exists=True, path_type=Path), help="TOML file with any of these options."
+)
+@click.option("--activate", type=click.Choice(["always", "if_better", "never"]), default="always", show_default=True)
+@click.option("--if-missing", is_flag=True, help="Do nothing when a model is already active.")
+@click.pass_obj
+def train(settings: Settings, config_file: Path | None, if_missing: bool, activate: str, **cli: object) -> None:
+    """Train a model version from a table and (by default) make it active."""
+    store = _store(settings)
+    if if_missing and store.active_version():
+        click.echo(f"model {store.active_version()} is active; nothing to train")
+        return
+    file_options = tomllib.loads(config_file.read_text()) if config_file else {}
+    pick = lambda key: cli[key] if cli[key] not in (None, ()) else file_options.get(key)  # noqa: E731
+    data_path = Path(pick("data_path") or file_options.get("data") or settings.dataset_path)
+    params = file_options.get("params", {})
+    params.update(parse_params(list(cli["params"])))
+    names = {
+        key: _split_names(cli[key]) if cli[key] else file_options.get(key)
+        for key in ("numeric", "categorical", "ignore")
+    }
+    options = TrainingOptions(
+        target=pick("target") or settings.dataset_target,
+        task=pick("task"),
+        estimator=pick("estimator"),
+        params=params,
+        holdout_fraction=cli["holdout_fraction"],
+        seed=cli["seed"],
+        out_of_range_policy=pick("policy") or file_options.get("out_of_range") or settings.out_of_range_policy,
+        allow_dotted_path=True,
+        **names,
+    )
+    try:
+        result = train_version(store, data_path, options, activate)
+    except PredictqError as exc:
+        raise click.ClickException(_describe(exc)) from exc
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.option("--workers", type=int, help="gunicorn worker processes [default: PREDICTQ_API_WORKERS].")
+@click.pass_obj
+def serve(settings: Settings, workers: int | None) -> None:
+    """Serve the HTTP API with gunicorn on PREDICTQ_HOST:PREDICTQ_PORT."""
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(workers or settings.api_workers),
+        "--threads", "4",
+        "--access-logfile", "-",
+        "api:create_app()",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+def _store(settings: Settings) -> ModelStore:
+    return ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
+
+
+def _describe(exc: PredictqError) -> str:
+    lines = [exc.detail] + [f"  row {e.row}, field {e.field}: {e.message}" for e in exc.errors]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

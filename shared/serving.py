@@ -1,0 +1,118 @@
+"""Scoring rows with a loaded model, and keeping the right model in memory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import NoActiveModel, PredictqError
+from shared.inputs import PreparedInput, prepare
+from shared.store import LoadedModel, ModelStore
+from shared.values import to_json_value
+
+log = logging.getLogger(__name__)
+
+
+def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list, list[dict] | None]:
+    """The one call into the model: labels or numbers, and class probabilities.
+
+    Classifier labels are taken from the probabilities so the two always agree.
+    """
+    frame = prepared.frame
+    if model.task == "classification" and hasattr(model.pipeline, "predict_proba"):
+        probabilities = model.pipeline.predict_proba(frame)
+        classes = [to_json_value(c) for c in model.pipeline.classes_]
+        labels = [classes[i] for i in np.argmax(probabilities, axis=1)]
+        names = [str(c) for c in classes]
+        rows = [dict(zip(names, map(float, row), strict=True)) for row in probabilities]
+        return labels, rows
+    return [to_json_value(v) for v in model.pipeline.predict(frame)], None
+
+
+def score_frame(
+    model: LoadedModel, frame: pd.DataFrame, *, row_offset: int = 0
+) -> tuple[PreparedInput, list, list[dict] | None]:
+    prepared = prepare(frame, model.schema, model.policy, row_offset=row_offset)
+    predictions, probabilities = predict_prepared(model, prepared)
+    return prepared, predictions, probabilities
+
+
+def prediction_response(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    """The body of a POST /predict answer for ``frame``."""
+    prepared, predictions, probabilities = score_frame(model, frame)
+    body: dict[str, Any] = {"model_version": model.version, "predictions": predictions}
+    if probabilities is not None:
+        body["probabilities"] = probabilities
+    body["warnings"] = prepared.warnings()
+    return body
+
+
+class ModelCache:
+    """Loaded models by version, least recently used dropped first."""
+
+    def __init__(self, store: ModelStore, max_models: int = 4):
+        self.store = store
+        self.max_models = max_models
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> LoadedModel:
+        with self._lock:
+            if version in self._models:
+                self._models.move_to_end(version)
+                return self._models[version]
+        model = self.store.load(version)
+        with self._lock:
+            self._models[version] = model
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+        return model
+
+
+class ActiveModel:
+    """The active model, re-read when the active pointer moves.
+
+    The pointer is checked at most once per ``check_interval_s``; one thread loads the
+    new version while the others keep answering with the old one, so a swap never
+    fails or delays requests in flight. A version that fails to load is logged and
+    the previous one stays in service.
+    """
+
+    def __init__(self, store: ModelStore, check_interval_s: float = 1.0):
+        self.store = store
+        self.check_interval_s = check_interval_s
+        self._current: LoadedModel | None = None
+        self._checked_at = -float("inf")
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def get(self) -> LoadedModel:
+        if time.monotonic() - self._checked_at >= self.check_interval_s:
+            self.refresh()
+        if self._current is None:
+            raise NoActiveModel(self.last_error or "No model has been trained and activated yet; run `predictq train`")
+        return self._current
+
+    def refresh(self) -> None:
+        if not self._lock.acquire(blocking=self._current is None):
+            return  # another thread is already checking; serve the current model
+        try:
+            self._checked_at = time.monotonic()
+            version = self.store.active_version()
+            if version is None or (self._current and self._current.version == version):
+                return
+            try:
+                self._current = self.store.load(version)
+                self.last_error = None
+                log.info("serving model %s", version)
+            except PredictqError as exc:
+                self.last_error = f"Active model {version} cannot be loaded: {exc.detail}"
+                log.error(self.last_error)
+        finally:
+            self._lock.release()

@@ -1,0 +1,71 @@
+"""The one settings object. Nothing else in predictq reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OutOfRangePolicy = Literal["warn", "clip", "reject"]
+
+
+class Settings(BaseSettings):
+    """Typed configuration, read from ``PREDICTQ_*`` environment variables.
+
+    Every field below can be set as ``PREDICTQ_<FIELD_NAME>`` (upper case).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PREDICTQ_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Models, job files and local Redis data.")
+    redis_url: str | None = Field(
+        None, description="Broker and job store. Unset: the local runner starts an embedded server."
+    )
+    sync_max_rows: int = Field(1000, ge=1, description="Rows POST /predict answers at once.")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest JSON body accepted (413 beyond).")
+    max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="Largest CSV upload for a batch job.")
+    out_of_range_policy: OutOfRangePolicy = Field(
+        "warn", description="Default policy for numeric values outside the training range."
+    )
+    allow_version_mismatch: bool = Field(
+        False, description="Load models pickled by another scikit-learn version (warned loudly)."
+    )
+    model_check_interval_s: float = Field(
+        1.0, ge=0.0, description="How often the API looks for a newly activated model."
+    )
+    dataset_path: Path = Field(Path("data/penguins.csv"), description="Demo / default dataset.")
+    dataset_target: str = Field("species", description="Column to predict in dataset_path.")
+    admin_token: str | None = Field(None, description="Bearer token for retrain and activate.")
+    require_token_for_predict: bool = Field(False, description="Also require the token for /predict and /jobs.")
+    job_chunk_rows: int = Field(10_000, ge=1, description="Rows per parallel batch chunk.")
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="How long jobs are kept.")
+    batch_soft_time_limit_s: int = Field(600, ge=1)
+    batch_time_limit_s: int = Field(660, ge=1)
+    training_soft_time_limit_s: int = Field(3600, ge=1)
+    training_time_limit_s: int = Field(3660, ge=1)
+    broker_visibility_timeout_s: int = Field(
+        4000, ge=1, description="Must exceed the longest hard time limit, or tasks run twice."
+    )
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(2, ge=1, description="gunicorn worker processes.")
+    worker_concurrency: int = Field(2, ge=1, description="Celery worker processes.")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin_token"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides taking precedence."""
+    return Settings(**overrides)

@@ -1,0 +1,192 @@
+"""Versioned models: each version immutable, one atomically switched "active" pointer."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import platform
+import secrets
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.pipeline import Pipeline
+
+from shared.errors import ModelIntegrityError, ModelNotFound, NoActiveModel
+from shared.schema import FeatureSchema
+from shared.storage import Storage
+from shared.training import COMPARISON_METRIC, TrainedModel, classes_of
+from shared.values import to_json_value
+
+log = logging.getLogger(__name__)
+
+MODELS_PREFIX = "models"
+ACTIVE_KEY = "models/ACTIVE"
+MODEL_FILE = "model.joblib"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model in memory: the fitted pipeline and its manifest."""
+
+    version: str
+    manifest: dict
+    pipeline: Pipeline
+    schema: FeatureSchema
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def policy(self) -> str:
+        return self.manifest["out_of_range_policy"]
+
+    @property
+    def classes(self) -> list | None:
+        return self.manifest.get("classes")
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _json_params(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        value = to_json_value(value)
+        out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    return out
+
+
+class ModelStore:
+    """Saves, lists, loads and activates model versions in a :class:`Storage`.
+
+    Parameters
+    ----------
+    storage : Storage
+        Where versions live.
+    allow_version_mismatch : bool
+        Load a model pickled by another scikit-learn version, with a loud warning,
+        instead of refusing it. Pickles are only guaranteed within one version.
+    """
+
+    def __init__(self, storage: Storage, *, allow_version_mismatch: bool = False):
+        self.storage = storage
+        self.allow_version_mismatch = allow_version_mismatch
+
+    def save(self, trained: TrainedModel, data_info: dict) -> str:
+        """Write a new immutable version; return its id. Does not activate it."""
+        buffer = io.BytesIO()
+        joblib.dump(trained.pipeline, buffer)
+        model_bytes = buffer.getvalue()
+        model_sha = hashlib.sha256(model_bytes).hexdigest()
+        created = datetime.now(UTC)
+        version = f"{created:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        manifest = {
+            "version": version,
+            "created_at": created.isoformat(),
+            "task": trained.task,
+            "target": trained.options.target,
+            "classes": classes_of(trained),
+            "feature_schema": trained.schema.to_dict(),
+            "out_of_range_policy": trained.options.out_of_range_policy,
+            "estimator": {
+                "name": trained.estimator_name,
+                "class": f"{type(trained.pipeline[-1]).__module__}.{type(trained.pipeline[-1]).__name__}",
+                "params": _json_params(trained.pipeline[-1].get_params()),
+            },
+            "metrics": {"holdout": trained.metrics, "comparison_metric": COMPARISON_METRIC[trained.task]},
+            "model_file": {"name": MODEL_FILE, "sha256": model_sha, "bytes": len(model_bytes)},
+            "training_data": {
+                **data_info,
+                "rows_used_for_training": trained.training_rows,
+                "holdout_rows": len(trained.holdout_target),
+                "rows_dropped_without_target": trained.dropped_rows,
+                "holdout_fraction": trained.options.holdout_fraction,
+                "seed": trained.options.seed,
+            },
+            "library_versions": library_versions(),
+        }
+        prefix = f"{MODELS_PREFIX}/{version}"
+        self.storage.write_bytes(f"{prefix}/{MODEL_FILE}", model_bytes, overwrite=False)
+        # The manifest goes last: a version without one is incomplete and never listed.
+        self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", _dumps(manifest), overwrite=False)
+        return version
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+        return [
+            name
+            for name in self.storage.list_dirs(MODELS_PREFIX)
+            if self.storage.exists(f"{MODELS_PREFIX}/{name}/{MANIFEST_FILE}")
+        ]
+
+    def manifest(self, version: str) -> dict:
+        key = f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"
+        if "/" in version or version.startswith(".") or not self.storage.exists(key):
+            raise ModelNotFound(f"No model version {version!r}")
+        return json.loads(self.storage.read_bytes(key))
+
+    def active_version(self) -> str | None:
+        if not self.storage.exists(ACTIVE_KEY):
+            return None
+        return json.loads(self.storage.read_bytes(ACTIVE_KEY))["version"]
+
+    def activate(self, version: str) -> None:
+        """Point "active" at ``version`` in one atomic write."""
+        self.manifest(version)  # refuses unknown versions
+        pointer = {"version": version, "activated_at": datetime.now(UTC).isoformat()}
+        self.storage.write_bytes(ACTIVE_KEY, _dumps(pointer))
+
+    def load(self, version: str) -> LoadedModel:
+        """Load and verify one version: checksum first, then library versions."""
+        manifest = self.manifest(version)
+        data = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{MODEL_FILE}")
+        expected = manifest["model_file"]["sha256"]
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"Model {version} fails its checksum (sha256 {actual[:12]}..., manifest says "
+                f"{expected[:12]}...): the file was changed or damaged after training; refusing to load it"
+            )
+        trained_with = manifest["library_versions"]["scikit-learn"]
+        if trained_with != sklearn.__version__:
+            message = (
+                f"Model {version} was trained with scikit-learn {trained_with} but this process has "
+                f"{sklearn.__version__}; pickled estimators are only guaranteed within one version"
+            )
+            if not self.allow_version_mismatch:
+                raise ModelIntegrityError(
+                    message + ". Retrain it, or set PREDICTQ_ALLOW_VERSION_MISMATCH=true to load it anyway"
+                )
+            log.warning("LOADING A MODEL FROM ANOTHER SCIKIT-LEARN VERSION: %s", message)
+        with warnings.catch_warnings():
+            # The mismatch was decided on above; sklearn's own warning would repeat it.
+            warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
+            pipeline = joblib.load(io.BytesIO(data))
+        return LoadedModel(version, manifest, pipeline, FeatureSchema.from_dict(manifest["feature_schema"]))
+
+    def load_active(self) -> LoadedModel:
+        version = self.active_version()
+        if version is None:
+            raise NoActiveModel("No model has been trained and activated yet; run `predictq train`")
+        return self.load(version)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=False).encode()
