@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Flask
 
 from api.errors import register_error_handlers
@@ -9,18 +10,18 @@ from api.services import Services
 from shared.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app. Settings are read from the environment when not given."""
+def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | None = None) -> Flask:
+    """Build the Flask app. Settings are read from the environment when not given;
+    ``redis_client`` replaces the connection to ``settings.redis_url`` (tests)."""
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
-    app.extensions["predictq"] = Services.from_settings(settings)
+    app.extensions["predictq"] = Services.from_settings(settings, redis_client)
 
-    from api.routes import health, models, predict
+    from api.routes import health, jobs, models, predict, retrain
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(models.bp)
-    app.register_blueprint(predict.bp)
+    for module in (health, models, predict, jobs, retrain):
+        app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

@@ -1,15 +1,20 @@
-"""What the request handlers share in one process: settings, model store, active model."""
+"""What the request handlers share in one process: settings, model store, active model,
+and (created on first use, so /predict never needs Redis) the job store and the queue."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import redis
+from celery import Celery
 from flask import current_app
 
+from shared.jobs import JobStore
 from shared.serving import ActiveModel
 from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.store import ModelStore
+from worker.celery_app import broker_url, make_celery
 
 
 @dataclass
@@ -17,11 +22,27 @@ class Services:
     settings: Settings
     store: ModelStore
     active: ActiveModel
+    redis_client: redis.Redis | None = None
+    _celery: Celery | None = field(default=None, repr=False)
+    _jobs: JobStore | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(cls, settings: Settings, redis_client: redis.Redis | None = None) -> Services:
         store = ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
-        return cls(settings, store, ActiveModel(store, settings.model_check_interval_s))
+        return cls(settings, store, ActiveModel(store, settings.model_check_interval_s), redis_client)
+
+    @property
+    def jobs(self) -> JobStore:
+        if self._jobs is None:
+            client = self.redis_client or redis.Redis.from_url(broker_url(self.settings))
+            self._jobs = JobStore(client, self.settings.job_retention_s)
+        return self._jobs
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = make_celery(self.settings)
+        return self._celery
 
 
 def services() -> Services:

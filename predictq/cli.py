@@ -119,6 +119,41 @@ def serve(settings: Settings, workers: int | None) -> None:
     os.execv(sys.executable, argv)
 
 
+@main.command()
+@click.option("--queues", default="batch,training", show_default=True, help="Queues to consume.")
+@click.option("--concurrency", type=int, help="Worker processes [default: PREDICTQ_WORKER_CONCURRENCY].")
+@click.option("--hostname", help="Celery node name [default: predictq-<pid>@<host>].")
+@click.pass_obj
+def worker(settings: Settings, queues: str, concurrency: int | None, hostname: str | None) -> None:
+    """Run a Celery worker for batch scoring and retraining."""
+    from worker.celery_app import make_celery
+
+    make_celery(settings).worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--queues={queues}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Run everything locally: Redis (embedded unless PREDICTQ_REDIS_URL is set), a worker and the API.
+
+    Trains the demo model first when no model is active.
+    """
+    from predictq.local import run_stack
+
+    ctx.invoke(train, if_missing=True)
+    sys.exit(run_stack(ctx.obj))
+
+
 def _store(settings: Settings) -> ModelStore:
     return ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
 

@@ -49,7 +49,14 @@ def _to_number(value: Any) -> float | _Invalid:
     if isinstance(value, (bool, np.bool_)):
         return _Invalid(f"expected a number, got boolean {value!r}")
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            return _Invalid(f"expected a finite number, got an integer of {len(str(value))} digits")
+        if math.isinf(number):
+            # NaN stays missing (pandas' own marker in an object column); infinity is never a value.
+            return _Invalid(f"expected a finite number, got {number!r}")
+        return number
     if isinstance(value, str):
         text = value.strip()
         if not text:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Broker and job store. Unset: the local runner starts an embedded server."
     )
+    broker_url: str | None = Field(
+        None, description="Celery broker, when it differs from redis_url (memory:// in unit tests)."
+    )
     sync_max_rows: int = Field(1000, ge=1, description="Rows POST /predict answers at once.")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest JSON body accepted (413 beyond).")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="Largest CSV upload for a batch job.")
@@ -48,6 +51,7 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(
         4000, ge=1, description="Must exceed the longest hard time limit, or tasks run twice."
     )
+    local_redis_port: int = Field(6390, ge=1, le=65535, description="Port of the embedded local Redis.")
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(2, ge=1, description="gunicorn worker processes.")

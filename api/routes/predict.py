@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from api.auth import require_client
 from api.bodies import instances_of, json_object
+from api.routes.jobs import accepted
 from api.services import services
-from shared.errors import PayloadTooLarge
+from api.submission import submit_instances
 from shared.inputs import instances_to_frame
 from shared.serving import prediction_response
 
@@ -15,13 +17,13 @@ bp = Blueprint("predict", __name__)
 
 @bp.post("/predict")
 def predict():
-    instances = instances_of(json_object())
-    limit = services().settings.sync_max_rows
-    if len(instances) > limit:
-        raise PayloadTooLarge(
-            f"{len(instances)} rows is more than the {limit} answered at once "
-            "(PREDICTQ_SYNC_MAX_ROWS); submit them as a batch job"
-        )
-    model = services().active.get()
+    require_client()
+    body = json_object()
+    instances = instances_of(body)
+    svc = services()
+    if len(instances) > svc.settings.sync_max_rows:
+        # Too many rows to answer at once: queued exactly as POST /jobs would.
+        return accepted(submit_instances(svc, instances, body.get("model_version"), body.get("id_column")))
+    model = svc.active.get()
     frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
     return prediction_response(model, frame)

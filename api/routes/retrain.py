@@ -1,0 +1,44 @@
+"""Retraining on the workers, and switching the active version by hand."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, request
+
+from api.auth import require_admin
+from api.bodies import json_object
+from api.routes.jobs import accepted
+from api.services import services
+from api.submission import submit_retrain
+from shared.errors import BadRequest
+
+bp = Blueprint("retrain", __name__)
+
+
+@bp.post("/retrain")
+def retrain():
+    require_admin()
+    svc = services()
+    if request.mimetype == "multipart/form-data":
+        request.max_content_length = svc.settings.max_upload_bytes
+        upload = request.files.get("file")
+        if upload is None:
+            raise BadRequest("multipart/form-data retraining needs the CSV in a field named 'file'")
+        fields = request.form.to_dict()
+        try:
+            fields["params"] = json.loads(fields["params"]) if fields.get("params") else {}
+        except json.JSONDecodeError as exc:
+            raise BadRequest("'params' must be a JSON object") from exc
+        return accepted(submit_retrain(svc, fields, upload.stream))
+    body = json_object() if request.content_length else {}
+    return accepted(submit_retrain(svc, body, None))
+
+
+@bp.post("/models/<version>/activate")
+def activate(version: str):
+    require_admin()
+    store = services().store
+    store.load(version)  # refuse a version that would not load: bad checksum, other sklearn
+    store.activate(version)
+    return {"active_version": version}

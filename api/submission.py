@@ -1,0 +1,141 @@
+"""Turning an accepted request into a queued job: write its input, record it, enqueue it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import IO
+
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from api.services import Services
+from shared.batch import JobFiles, save_upload, validate_csv, write_json_input
+from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable
+from shared.estimators import make_estimator
+from shared.inputs import instances_to_frame
+from shared.jobs import new_job_id
+from shared.store import LoadedModel
+from worker.celery_app import RETRAIN_TASK, SPLIT_TASK
+
+log = logging.getLogger(__name__)
+
+ACTIVATION_RULES = ("if_better", "always", "never")
+
+
+def model_for_job(services: Services, version: str | None) -> LoadedModel:
+    """The pinned version, or the active one at submission (recorded on the job)."""
+    if version:
+        return services.store.load(version)
+    return services.active.get()
+
+
+def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: str, **fields) -> dict:
+    try:
+        record = services.jobs.create(job_id, kind, **fields)
+        services.celery.send_task(task, args=[job_id])
+    except (RedisError, OperationalError) as exc:
+        files.remove()
+        log.error("cannot queue job %s: %s", job_id, exc)
+        raise ServiceUnavailable("The job queue (Redis) cannot be reached; try again shortly") from exc
+    return record
+
+
+def submit_instances(services: Services, instances: list, version: str | None, id_column: str | None) -> dict:
+    model = model_for_job(services, version)
+    extra = {model.manifest["target"]} | ({id_column} if id_column else set())
+    instances_to_frame(instances, model.schema, allowed_extra=extra)  # fail fast on shape and schema
+    if id_column and any(id_column not in row for row in instances):
+        raise InvalidInput("Every row must carry the id_column", [FieldError("missing id", field=id_column)])
+    job_id = new_job_id()
+    files = JobFiles(services.settings.jobs_dir, job_id)
+    write_json_input(files, instances)
+    return _enqueue(
+        services, files, job_id, SPLIT_TASK, "batch",
+        model_version=model.version, total=len(instances), id_column=id_column, input="json",
+    )  # fmt: skip
+
+
+def submit_csv(services: Services, stream: IO[bytes], version: str | None, id_column: str | None) -> dict:
+    model = model_for_job(services, version)
+    job_id = new_job_id()
+    files = JobFiles(services.settings.jobs_dir, job_id).create()
+    try:
+        save_upload(stream, files.input_csv, services.settings.max_upload_bytes)
+        validate_csv(files.input_csv, model.schema, id_column)
+    except PredictqError:
+        files.remove()
+        raise
+    return _enqueue(
+        services, files, job_id, SPLIT_TASK, "batch", model_version=model.version, id_column=id_column, input="csv"
+    )
+
+
+def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -> dict:
+    settings = services.settings
+    activate = fields.get("activate") or "if_better"
+    if activate not in ACTIVATION_RULES:
+        raise InvalidInput(
+            f"activate must be one of {list(ACTIVATION_RULES)}",
+            [FieldError("unknown activation rule", field="activate")],
+        )
+    params = fields.get("params") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'params' must be an object of estimator parameters")
+    job_id = new_job_id()
+    files = JobFiles(settings.jobs_dir, job_id)
+    target = fields.get("target")
+    try:
+        if upload is not None:
+            save_upload(upload, files.create().training_csv, settings.max_upload_bytes)
+            columns = validate_csv(files.training_csv, None)
+            data_path = files.training_csv
+        else:
+            data_path = _data_path(settings.data_dir, fields.get("data"), settings.dataset_path)
+            columns = None
+        target = target or _default_target(services, settings.dataset_target)
+        if columns is not None and target not in columns:
+            raise InvalidInput(
+                f"target {target!r} is not a column of the upload", [FieldError("not in CSV", field="target")]
+            )
+        task = fields.get("task")
+        if task not in (None, "classification", "regression"):
+            raise InvalidInput("task must be classification or regression", [FieldError("unknown task", field="task")])
+        # Registry names only: an HTTP request never names a class to import.
+        for each_task in [task] if task else ["classification", "regression"]:
+            make_estimator(fields.get("estimator"), each_task, params)
+    except PredictqError:
+        files.remove()
+        raise
+    options = {
+        "data_path": str(Path(data_path).resolve()),
+        "activate": activate,
+        "target": target,
+        "task": task,
+        "estimator": fields.get("estimator"),
+        "params": params,
+        "out_of_range_policy": fields.get("out_of_range_policy") or settings.out_of_range_policy,
+    }
+    return _enqueue(services, files, job_id, RETRAIN_TASK, "retrain", options=options)
+
+
+def _data_path(data_dir: Path, requested: str | None, default: Path) -> Path:
+    if not requested:
+        return default
+    path = (data_dir / requested).resolve()
+    if not path.is_relative_to(data_dir.resolve()):
+        raise InvalidInput(
+            "data must be a path under the data directory", [FieldError("outside data dir", field="data")]
+        )
+    if not path.is_file():
+        raise InvalidInput(
+            f"No file {requested!r} under the data directory", [FieldError("no such file", field="data")]
+        )
+    return path
+
+
+def _default_target(services: Services, fallback: str) -> str:
+    try:
+        return services.active.get().manifest["target"]
+    except PredictqError:
+        return fallback

@@ -1,0 +1,156 @@
+"""Job records in Redis: status, progress and outcome of batch and retrain jobs.
+
+One hash per job. Status moves only along the allowed transitions, checked inside a
+Redis transaction, so a late chunk cannot turn a cancelled job back into a running one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+
+from shared.errors import JobNotFinished, JobNotFound
+
+JobKind = Literal["batch", "retrain"]
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE = frozenset({QUEUED, RUNNING})
+
+KEY_PREFIX = "predictq:job:"
+# Fields holding JSON documents rather than plain strings.
+JSON_FIELDS = ("quality", "result", "options")
+INT_FIELDS = ("done", "total", "chunks")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore:
+    """Create, read and update job records.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        Any redis-py compatible client (``fakeredis`` in unit tests).
+    retention_s : int
+        How long a record lives; its files are removed with it (see ``expired_jobs``).
+    """
+
+    def __init__(self, client: redis.Redis, retention_s: int):
+        self.client = client
+        self.retention_s = retention_s
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return KEY_PREFIX + job_id
+
+    def create(self, job_id: str, kind: JobKind, **fields: Any) -> dict:
+        record = {"job_id": job_id, "kind": kind, "status": QUEUED, "submitted_at": now_iso(), "done": 0, **fields}
+        key = self._key(job_id)
+        with self.client.pipeline() as pipe:
+            pipe.hset(key, mapping=_encode(record))
+            pipe.expire(key, self.retention_s)
+            pipe.execute()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict:
+        raw = self.client.hgetall(self._key(job_id))
+        if not raw:
+            raise JobNotFound(f"No job {job_id!r} (unknown, or older than the retention period)")
+        return _decode(raw)
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.client.exists(self._key(job_id)))
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set fields without touching the status."""
+        self.client.hset(self._key(job_id), mapping=_encode(fields))
+
+    def transition(self, job_id: str, allowed_from: frozenset[str], to: str, **fields: Any) -> bool:
+        """Move to status ``to`` if the current status is in ``allowed_from``; say whether it moved."""
+        key = self._key(job_id)
+        moved = False
+
+        def attempt(pipe: redis.client.Pipeline) -> None:
+            nonlocal moved
+            current = pipe.hget(key, "status")
+            current = current.decode() if isinstance(current, bytes) else current
+            moved = current in allowed_from
+            if moved:
+                pipe.multi()
+                pipe.hset(key, mapping=_encode({"status": to, **fields}))
+
+        self.client.transaction(attempt, key)
+        return moved
+
+    def start(self, job_id: str) -> bool:
+        return self.transition(job_id, frozenset({QUEUED, RUNNING}), RUNNING, started_at=now_iso())
+
+    def succeed(self, job_id: str, **fields: Any) -> bool:
+        moved = self.transition(job_id, ACTIVE, SUCCEEDED, finished_at=now_iso(), **fields)
+        if moved:
+            self.client.expire(self._key(job_id), self.retention_s)
+        return moved
+
+    def fail(self, job_id: str, error: str) -> bool:
+        return self.transition(job_id, ACTIVE, FAILED, finished_at=now_iso(), error=error)
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a queued or running job; refuse one that already finished."""
+        record = self.get(job_id)
+        if not self.transition(job_id, ACTIVE, CANCELLED, finished_at=now_iso()):
+            raise JobNotFinished(
+                f"Job {job_id} already {record['status']}; only queued or running jobs can be cancelled"
+            )
+        return self.get(job_id)
+
+    def record_chunk(self, job_id: str, chunk: int, rows: int) -> int:
+        """Count a scored chunk once, however often it is delivered; return chunks done."""
+        key = self._key(job_id)
+        chunks_key = f"{key}:chunks"
+        if self.client.sadd(chunks_key, chunk):
+            self.client.hincrby(key, "done", rows)
+        self.client.expire(chunks_key, self.retention_s)
+        return int(self.client.scard(chunks_key))
+
+    def claim(self, job_id: str, step: str) -> bool:
+        """True for exactly one caller per (job, step): who gets to enqueue the next step."""
+        key = f"{self._key(job_id)}:claim:{step}"
+        return bool(self.client.set(key, "1", nx=True, ex=self.retention_s))
+
+    def require_finished(self, job_id: str) -> dict:
+        record = self.get(job_id)
+        if record["status"] != SUCCEEDED:
+            raise JobNotFinished(f"Job {job_id} is {record['status']}; its result is available once it has succeeded")
+        return record
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    encoded = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        encoded[name] = json.dumps(value) if name in JSON_FIELDS else str(value)
+    return encoded
+
+
+def _decode(raw: dict) -> dict:
+    record: dict[str, Any] = {}
+    for name, value in raw.items():
+        name = name.decode() if isinstance(name, bytes) else name
+        value = value.decode() if isinstance(value, bytes) else value
+        if name in JSON_FIELDS:
+            value = json.loads(value)
+        elif name in INT_FIELDS:
+            value = int(value)
+        record[name] = value
+    return record

@@ -1,0 +1,1 @@
+"""Celery workers: batch scoring and retraining. Imports ``shared`` only, never the API."""

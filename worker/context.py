@@ -1,0 +1,37 @@
+"""What tasks share inside one worker process, built once from the app's Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+
+from shared.jobs import JobStore
+from shared.serving import ModelCache
+from shared.settings import Settings
+from shared.storage import LocalStorage
+from shared.store import ModelStore
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    redis: redis.Redis
+    jobs: JobStore
+    store: ModelStore
+    models: ModelCache
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerContext:
+        client = redis.Redis.from_url(settings.redis_url)
+        store = ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
+        return cls(settings, client, JobStore(client, settings.job_retention_s), store, ModelCache(store))
+
+
+def context_of(app: Celery) -> WorkerContext:
+    context = getattr(app, "predictq_context", None)
+    if context is None:
+        context = WorkerContext.from_settings(app.predictq_settings)
+        app.predictq_context = context
+    return context

@@ -1,0 +1,129 @@
+"""Celery tasks: thin wrappers that unpack a job id, call ``shared``, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared.batch import JobFiles, score_chunk, split_input, write_results
+from shared.errors import JobNotFound, PredictqError
+from shared.jobs import ACTIVE
+from shared.lifecycle import train_version
+from shared.training import TrainingOptions
+from worker.celery_app import FINALIZE_TASK, RETRAIN_TASK, SCORE_TASK, SPLIT_TASK
+from worker.context import context_of
+
+log = logging.getLogger(__name__)
+
+RETRAIN_LOCK = "predictq:lock:retrain"
+RETRAIN_LOCK_RETRY_S = 5
+
+
+def _describe(exc: PredictqError) -> str:
+    faults = "; ".join(f"row {e.row}, field {e.field}: {e.message}" for e in exc.errors[:5])
+    return f"{exc.detail}: {faults}" if faults else exc.detail
+
+
+def _live_job(context, job_id: str) -> dict | None:
+    """The job's record, or None when it was cancelled, finished or expired: skip the work."""
+    try:
+        record = context.jobs.get(job_id)
+    except JobNotFound:
+        log.warning("job %s no longer exists; skipping", job_id)
+        return None
+    return record if record["status"] in ACTIVE else None
+
+
+@shared_task(name=SPLIT_TASK, bind=True)
+def split_batch(self, job_id: str) -> None:
+    """Cut a batch job's input into chunks and queue one scoring task per chunk."""
+    context = context_of(self.app)
+    record = _live_job(context, job_id)
+    if record is None:
+        return
+    context.jobs.start(job_id)
+    chunk_rows = context.settings.job_chunk_rows
+    try:
+        rows, chunks = split_input(JobFiles(context.settings.jobs_dir, job_id), chunk_rows, record.get("id_column"))
+    except PredictqError as exc:
+        context.jobs.fail(job_id, _describe(exc))
+        return
+    context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
+    for chunk in range(chunks):
+        self.app.send_task(SCORE_TASK, args=[job_id, chunk])
+
+
+@shared_task(name=SCORE_TASK, bind=True)
+def score_batch_chunk(self, job_id: str, chunk: int) -> None:
+    """Score one chunk; the last chunk to finish queues the job's finalisation."""
+    context = context_of(self.app)
+    record = _live_job(context, job_id)
+    if record is None:
+        return
+    files = JobFiles(context.settings.jobs_dir, job_id)
+    try:
+        model = context.models.get(record["model_version"])
+        rows = score_chunk(files, chunk, model, int(record["chunk_rows"]), record.get("id_column"))
+    except PredictqError as exc:
+        context.jobs.fail(job_id, f"chunk {chunk} failed: {_describe(exc)}")
+        return
+    except SoftTimeLimitExceeded:
+        context.jobs.fail(job_id, f"chunk {chunk} took longer than {context.settings.batch_soft_time_limit_s} s")
+        return
+    except Exception as exc:
+        context.jobs.fail(
+            job_id, f"chunk {chunk} failed with an internal error ({type(exc).__name__}); see worker logs"
+        )
+        raise
+    done = context.jobs.record_chunk(job_id, chunk, rows)
+    if done == record["chunks"] and context.jobs.claim(job_id, "finalize"):
+        self.app.send_task(FINALIZE_TASK, args=[job_id])
+
+
+@shared_task(name=FINALIZE_TASK, bind=True)
+def finalize_batch(self, job_id: str) -> None:
+    """Join chunk outputs into the job's result files and mark it succeeded."""
+    context = context_of(self.app)
+    record = _live_job(context, job_id)
+    if record is None:
+        return
+    files = JobFiles(context.settings.jobs_dir, job_id)
+    try:
+        model = context.models.get(record["model_version"])
+        quality = write_results(files, record["chunks"], model, job_id, record.get("id_column"))
+    except PredictqError as exc:
+        context.jobs.fail(job_id, _describe(exc))
+        return
+    context.jobs.succeed(job_id, quality=quality)
+
+
+@shared_task(name=RETRAIN_TASK, bind=True, max_retries=None)
+def retrain(self, job_id: str) -> None:
+    """Train a new version; promote it as the job asks. One retrain at a time."""
+    context = context_of(self.app)
+    record = _live_job(context, job_id)
+    if record is None:
+        return
+    lock = context.redis.lock(RETRAIN_LOCK, timeout=context.settings.training_time_limit_s)
+    if not lock.acquire(blocking=False):
+        # Another retrain holds the lock: wait in the queue rather than in a worker slot.
+        raise self.retry(countdown=RETRAIN_LOCK_RETRY_S)
+    try:
+        context.jobs.start(job_id)
+        options = dict(record["options"])
+        data_path = options.pop("data_path")
+        activate = options.pop("activate")
+        result = train_version(context.store, Path(data_path), TrainingOptions(**options), activate)
+        context.jobs.succeed(job_id, result=result, model_version=result["version"])
+    except PredictqError as exc:
+        context.jobs.fail(job_id, _describe(exc))
+    except SoftTimeLimitExceeded:
+        context.jobs.fail(job_id, f"training took longer than {context.settings.training_soft_time_limit_s} s")
+    except Exception as exc:
+        context.jobs.fail(job_id, f"training failed with an internal error ({type(exc).__name__}); see worker logs")
+        raise
+    finally:
+        lock.release()
