@@ -17,7 +17,9 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
-    app.extensions["predictq"] = Services.from_settings(settings, redis_client)
+    services = Services.from_settings(settings, redis_client)
+    services.active.refresh()  # load the model now, not on the first request
+    app.extensions["predictq"] = services
 
     from api.routes import health, jobs, models, predict, retrain
 

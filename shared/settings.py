@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OutOfRangePolicy = Literal["warn", "clip", "reject"]
@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(2, ge=1, description="gunicorn worker processes.")
     worker_concurrency: int = Field(2, ge=1, description="Celery worker processes.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # API, workers and send_file must agree on one location whatever their cwd.
+        return value.expanduser().absolute()
 
     @property
     def models_dir(self) -> Path:

@@ -1,0 +1,121 @@
+"""The README's examples, run as written against the README's run command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+START_TIMEOUT_S = 120
+BLOCK_TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bash_blocks() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    # The first block is the quickstart itself (make run / make test): that is what runs here.
+    assert blocks[0].startswith("make run"), "the README should open with its two commands"
+    return blocks[1:]
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory):
+    """`predictq up` (what `make run` runs) in a fresh copy of the repo's data and examples."""
+    workdir = tmp_path_factory.mktemp("readme")
+    for folder in ("data", "examples"):
+        shutil.copytree(REPO / folder, workdir / folder)
+    (workdir / ".venv").symlink_to(Path(sys.prefix))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREDICTQ_PORT": str(port),
+        "PREDICTQ_LOCAL_REDIS_PORT": str(_free_port()),
+        "PREDICTQ_API_WORKERS": "1",
+        "PREDICTQ_WORKER_CONCURRENCY": "1",
+    }
+    env.pop("PREDICTQ_REDIS_URL", None)
+    env.pop("PREDICTQ_DATA_DIR", None)
+    log = open(workdir / "stack.log", "w")  # noqa: SIM115 - closed in teardown
+    process = subprocess.Popen(
+        [sys.executable, "-m", "predictq.cli", "up"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+            log.close()
+            pytest.fail(f"predictq up did not become ready:\n{(workdir / 'stack.log').read_text()[-4000:]}")
+        time.sleep(0.5)
+    yield workdir, port
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+SEPARATOR = "=====README-BLOCK====="
+
+
+def _run(blocks: list[str], workdir: Path, port: int) -> list[str]:
+    """Run the blocks in one shell, as a reader following the README would."""
+    script = f"\necho {SEPARATOR}\n".join(blocks).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+        env={**os.environ, "PREDICTQ_PORT": str(port)},
+    )
+    assert done.returncode == 0, f"README examples failed:\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert '"status": 500' not in done.stdout and '"status":500' not in done.stdout, done.stdout
+    return done.stdout.split(SEPARATOR)
+
+
+def test_every_readme_example_runs(running_stack) -> None:
+    """Each bash example in the README runs verbatim (port aside) and gives what the text says."""
+    workdir, port = running_stack
+    outputs = _run(_bash_blocks(), workdir, port)
+    assert len(outputs) == 8, outputs
+    predict, invalid, models, batch, uploads, retrain, rollback, train = outputs
+
+    assert '"kind":"above_training_max"' in predict.replace(" ", "")
+    assert '"kind":"unknown_category"' in predict.replace(" ", "")
+    assert '"kind":"missing"' in predict.replace(" ", "")
+    assert '"status": 422' in invalid and '"field": "bill_length_mm"' in invalid
+    assert '"active_version"' in models and '"status":"ok"' in models and '"status":"ready"' in models
+    assert '"status":"succeeded"' in batch and '"result_url"' in batch
+    assert '"predictions": [' in batch
+    assert "penguin_id," in batch and ",prediction," in batch  # the CSV result
+    assert uploads.count('"status":"queued"') == 2
+    assert '"kind":"retrain"' in retrain and '"promoted":' in retrain
+    assert '"active_version":' in rollback
+    assert train.count('"version":') == 2
