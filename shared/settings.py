@@ -9,6 +9,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OutOfRangePolicy = Literal["warn", "clip", "reject"]
+# Placeholders from .env.example: a server must never run with one of these as its token.
+EXAMPLE_TOKENS = frozenset({"change-me", "changeme", ""})
 
 
 class Settings(BaseSettings):
@@ -62,6 +64,13 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # API, workers and send_file must agree on one location whatever their cwd.
         return value.expanduser().absolute()
+
+    @field_validator("admin_token")
+    @classmethod
+    def _no_example_token(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() in EXAMPLE_TOKENS:
+            raise ValueError("PREDICTQ_ADMIN_TOKEN is still the example value; set a random token")
+        return value
 
     @property
     def models_dir(self) -> Path:
