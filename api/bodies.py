@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import request
 
-from shared.errors import BadRequest
+from shared.errors import BadRequest, FieldError
 
 
 def json_object() -> dict[str, Any]:
@@ -25,3 +25,12 @@ def instances_of(body: dict[str, Any]) -> list:
     if not isinstance(instances, list) or not instances:
         raise BadRequest("'instances' must be a non-empty list of objects, one per row")
     return instances
+
+
+def require_text(options: dict) -> None:
+    """Refuse a JSON number, list or object where a name is expected, before it reaches a path or lookup."""
+    wrong = [name for name, value in options.items() if value is not None and not isinstance(value, str)]
+    if wrong:
+        raise BadRequest(
+            f"{', '.join(wrong)} must be a string", [FieldError("expected a string", field=name) for name in wrong]
+        )

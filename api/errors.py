@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, has_request_context, json, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import errors as domain
 
@@ -57,7 +57,11 @@ def handle_domain_error(exc: domain.PredictqError) -> Response:
 def handle_http_error(exc: HTTPException) -> Response:
     # Keep werkzeug's status and headers (Allow, Retry-After...); replace only the HTML body.
     response = exc.get_response()
-    body = problem(exc.code or 500, exc.name, exc.description or exc.name)
+    detail = exc.description or exc.name
+    if isinstance(exc, RequestEntityTooLarge) and has_request_context() and request.max_content_length:
+        # werkzeug's text does not say what the limit is, so the client cannot tell how much to cut.
+        detail = f"The request body is larger than the {request.max_content_length} bytes accepted here"
+    body = problem(exc.code or 500, exc.name, detail)
     response.data = body.get_data()
     response.content_type = PROBLEM_JSON
     return response

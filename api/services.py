@@ -10,10 +10,10 @@ from celery import Celery
 from flask import current_app
 
 from shared.jobs import JobStore
-from shared.serving import ActiveModel
+from shared.serving import ActiveModel, ModelCache
 from shared.settings import Settings
 from shared.storage import LocalStorage
-from shared.store import ModelStore
+from shared.store import LoadedModel, ModelStore
 from worker.celery_app import broker_url, make_celery
 
 
@@ -22,6 +22,7 @@ class Services:
     settings: Settings
     store: ModelStore
     active: ActiveModel
+    pinned: ModelCache
     redis_client: redis.Redis | None = None
     _celery: Celery | None = field(default=None, repr=False)
     _jobs: JobStore | None = field(default=None, repr=False)
@@ -29,7 +30,12 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings, redis_client: redis.Redis | None = None) -> Services:
         store = ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
-        return cls(settings, store, ActiveModel(store, settings.model_check_interval_s), redis_client)
+        active = ActiveModel(store, settings.model_check_interval_s)
+        return cls(settings, store, active, ModelCache(store), redis_client)
+
+    def model(self, version: str | None = None) -> LoadedModel:
+        """A pinned version (kept loaded for later requests), else the active one."""
+        return self.pinned.get(version) if version else self.active.get()
 
     @property
     def jobs(self) -> JobStore:

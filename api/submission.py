@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import IO
+from typing import IO, get_args
 
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from api.bodies import require_text
 from api.services import Services
 from shared.batch import JobFiles, save_upload, validate_csv, write_json_input
 from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable
 from shared.estimators import make_estimator
 from shared.inputs import instances_to_frame
 from shared.jobs import new_job_id
+from shared.settings import OutOfRangePolicy
 from shared.store import LoadedModel
 from worker.celery_app import RETRAIN_TASK, SPLIT_TASK
 
 log = logging.getLogger(__name__)
 
 ACTIVATION_RULES = ("if_better", "always", "never")
+OUT_OF_RANGE_POLICIES = get_args(OutOfRangePolicy)
+# Retrain options that name a file, column, rule or registry entry: JSON strings only.
+RETRAIN_TEXT_FIELDS = ("activate", "data", "target", "task", "estimator", "out_of_range_policy")
 
 
 def model_for_job(services: Services, version: str | None) -> LoadedModel:
     """The pinned version, or the active one at submission (recorded on the job)."""
-    if version:
-        return services.store.load(version)
-    return services.active.get()
+    return services.model(version)
 
 
 def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: str, **fields) -> dict:
@@ -38,10 +41,14 @@ def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: 
         files.remove()
         log.error("cannot queue job %s: %s", job_id, exc)
         raise ServiceUnavailable("The job queue (Redis) cannot be reached; try again shortly") from exc
+    except ServiceUnavailable:
+        files.remove()  # no queue configured at all: leave nothing behind
+        raise
     return record
 
 
 def submit_instances(services: Services, instances: list, version: str | None, id_column: str | None) -> dict:
+    require_text({"model_version": version, "id_column": id_column})
     model = model_for_job(services, version)
     extra = {model.manifest["target"]} | ({id_column} if id_column else set())
     instances_to_frame(instances, model.schema, allowed_extra=extra)  # fail fast on shape and schema
@@ -73,11 +80,18 @@ def submit_csv(services: Services, stream: IO[bytes], version: str | None, id_co
 
 def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -> dict:
     settings = services.settings
+    require_text({name: fields.get(name) for name in RETRAIN_TEXT_FIELDS})
     activate = fields.get("activate") or "if_better"
     if activate not in ACTIVATION_RULES:
         raise InvalidInput(
             f"activate must be one of {list(ACTIVATION_RULES)}",
             [FieldError("unknown activation rule", field="activate")],
+        )
+    policy = fields.get("out_of_range_policy") or settings.out_of_range_policy
+    if policy not in OUT_OF_RANGE_POLICIES:
+        raise InvalidInput(
+            f"out_of_range_policy must be one of {list(OUT_OF_RANGE_POLICIES)}",
+            [FieldError("unknown out-of-range policy", field="out_of_range_policy")],
         )
     params = fields.get("params") or {}
     if not isinstance(params, dict):
@@ -114,14 +128,19 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
         "task": task,
         "estimator": fields.get("estimator"),
         "params": params,
-        "out_of_range_policy": fields.get("out_of_range_policy") or settings.out_of_range_policy,
+        "out_of_range_policy": policy,
     }
     return _enqueue(services, files, job_id, RETRAIN_TASK, "retrain", options=options)
 
 
 def _data_path(data_dir: Path, requested: str | None, default: Path) -> Path:
     if not requested:
-        return default
+        if not default.is_file():
+            raise InvalidInput(
+                f"The configured dataset {default} does not exist here (PREDICTQ_DATASET_PATH); send 'data' or a file",
+                [FieldError("no default dataset", field="data")],
+            )
+        return default.resolve()
     path = (data_dir / requested).resolve()
     if not path.is_relative_to(data_dir.resolve()):
         raise InvalidInput(

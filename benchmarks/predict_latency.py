@@ -35,7 +35,11 @@ DATASET = REPO / "data" / "penguins.csv"
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ordered = sorted(samples_s)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"median_ms": round(statistics.median(ordered) * 1000, 3), "p95_ms": round(pick(0.95), 3), "p99_ms": round(pick(0.99), 3)}
+    return {
+        "median_ms": round(statistics.median(ordered) * 1000, 3),
+        "p95_ms": round(pick(0.95), 3),
+        "p99_ms": round(pick(0.99), 3),
+    }
 
 
 def rows(count: int) -> list[dict]:
@@ -90,7 +94,9 @@ def main() -> None:
         for size in (1, 100):
             body = {"instances": rows(size)}
             results[f"http_{size}_rows"] = percentiles(
-                time_calls(lambda body=body: session.post(f"{url}/predict", json=body).raise_for_status(), args.requests)
+                time_calls(
+                    lambda body=body: session.post(f"{url}/predict", json=body).raise_for_status(), args.requests
+                )
             )
     finally:
         server.send_signal(signal.SIGTERM)

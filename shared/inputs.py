@@ -52,7 +52,7 @@ def _to_number(value: Any) -> float | _Invalid:
         try:
             number = float(value)
         except OverflowError:  # a JSON integer with hundreds of digits
-            return _Invalid(f"expected a finite number, got an integer of {len(str(value))} digits")
+            return _Invalid("expected a finite number, got an integer too large for a float")
         if math.isinf(number):
             # NaN stays missing (pandas' own marker in an object column); infinity is never a value.
             return _Invalid(f"expected a finite number, got {number!r}")
@@ -104,7 +104,7 @@ def _coerce_column(column: pd.Series, feature: Feature) -> tuple[pd.Series, list
     if feature.kind == "numeric" and ptypes.is_numeric_dtype(column) and not ptypes.is_bool_dtype(column):
         values = column.astype("float64")
         infinite = np.flatnonzero(np.isinf(values.to_numpy()))
-        return values, [(int(i), f"expected a finite number, got {values.iloc[i]!r}") for i in infinite]
+        return values, [(int(i), f"expected a finite number, got {float(values.iloc[i])!r}") for i in infinite]
     if feature.kind == "numeric":
         converted = [_to_number(v) for v in column.astype(object)]
     else:

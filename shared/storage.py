@@ -48,7 +48,14 @@ class LocalStorage:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # fails if the key exists, even when two writers race
+                os.unlink(tmp)
+        except FileExistsError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise FileExistsError(f"{key} already exists and is immutable") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -96,7 +96,9 @@ class ModelStore:
         model_bytes = buffer.getvalue()
         model_sha = hashlib.sha256(model_bytes).hexdigest()
         created = datetime.now(UTC)
-        version = f"{created:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        # Microseconds keep names in save order (versions() sorts by name) for saves within one
+        # second; the random suffix keeps two processes saving at the same instant apart.
+        version = f"{created:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
         manifest = {
             "version": version,
             "created_at": created.isoformat(),

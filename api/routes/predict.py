@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from api.auth import require_client
-from api.bodies import instances_of, json_object
+from api.bodies import instances_of, json_object, require_text
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_instances
@@ -24,6 +24,7 @@ def predict():
     if len(instances) > svc.settings.sync_max_rows:
         # Too many rows to answer at once: queued exactly as POST /jobs would.
         return accepted(submit_instances(svc, instances, body.get("model_version"), body.get("id_column")))
-    model = svc.active.get()
+    require_text({"model_version": body.get("model_version")})
+    model = svc.model(body.get("model_version"))
     frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
     return prediction_response(model, frame)

@@ -1,0 +1,47 @@
+"""GET /models and GET /models/<version>."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from shared.store import ModelStore
+from shared.training import TrainedModel
+
+
+def test_no_models_yet(client: FlaskClient) -> None:
+    """Before training the list is empty and nothing is active."""
+    response = client.get("/models")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"active_version": None, "models": []}
+
+
+def test_list_shows_every_version_newest_first_and_which_is_active(
+    client: FlaskClient, species_model: TrainedModel, mass_model: TrainedModel, save_model
+) -> None:
+    """Each version is summarised, newest first, with exactly the active one flagged."""
+    first = save_model(species_model)
+    second = save_model(mass_model, activate=False)
+
+    body = client.get("/models").get_json()
+
+    assert body["active_version"] == first
+    assert [(m["version"], m["active"]) for m in body["models"]] == [(second, False), (first, True)]
+    newest = body["models"][0]
+    assert (newest["task"], newest["target"], newest["estimator"]) == ("regression", "body_mass_g", "random_forest")
+    assert newest["metrics"] == mass_model.metrics
+    assert set(newest) == {"version", "created_at", "task", "target", "estimator", "metrics", "active"}
+
+
+def test_show_returns_the_manifest_and_whether_it_is_active(
+    client: FlaskClient, store: ModelStore, species_model: TrainedModel, save_model
+) -> None:
+    """GET /models/<version> is the stored manifest plus the active flag."""
+    version = save_model(species_model)
+    inactive = save_model(species_model, activate=False)
+
+    shown = client.get(f"/models/{version}")
+
+    assert shown.status_code == 200
+    assert shown.get_json() == {**store.manifest(version), "active": True}
+    assert client.get(f"/models/{inactive}").get_json()["active"] is False
