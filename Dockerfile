@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build stage: dependencies first (cached until pyproject.toml changes), then the source.
+# With the s3 extra: API and workers on separate hosts share models and jobs through PREDICTQ_STORE_URL.
 FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -8,7 +9,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir api worker shared predictq \
  && touch api/__init__.py worker/__init__.py shared/__init__.py predictq/__init__.py \
- && pip install . \
+ && pip install '.[s3]' \
  && pip uninstall -y predictq
 COPY api api
 COPY worker worker

@@ -37,7 +37,7 @@ test-integration: install
 	$(BIN)/pytest -m integration
 
 # Debian packages some tests drive; they skip (fail under CI=true) without them.
-SYSTEM_TOOLS := docker-compose
+SYSTEM_TOOLS := docker-compose chromium
 system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \

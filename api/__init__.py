@@ -5,8 +5,10 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
+from api import metrics, request_log
 from api.errors import register_error_handlers
 from api.services import Services
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 
@@ -14,16 +16,19 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     """Build the Flask app. Settings are read from the environment when not given;
     ``redis_client`` replaces the connection to ``settings.redis_url`` (tests)."""
     settings = settings or load_settings()
+    configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     services = Services.from_settings(settings, redis_client)
     services.active.refresh()  # load the model now, not on the first request
     app.extensions["predictq"] = services
+    request_log.init_app(app)
+    metrics.init_app(app, services)
 
-    from api.routes import health, jobs, models, predict, retrain
+    from api.routes import docs, health, jobs, models, predict, retrain
 
-    for module in (health, models, predict, jobs, retrain):
+    for module in (health, models, predict, jobs, retrain, docs):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

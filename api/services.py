@@ -12,9 +12,12 @@ from flask import current_app
 from shared.jobs import JobStore
 from shared.serving import ActiveModel, ModelCache
 from shared.settings import Settings
-from shared.storage import LocalStorage
+from shared.storage import Storage
 from shared.store import LoadedModel, ModelStore
+from shared.traffic import TrafficMonitor
 from worker.celery_app import broker_url, make_celery
+
+REDIS_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -23,15 +26,21 @@ class Services:
     store: ModelStore
     active: ActiveModel
     pinned: ModelCache
+    traffic: TrafficMonitor
     redis_client: redis.Redis | None = None
     _celery: Celery | None = field(default=None, repr=False)
     _jobs: JobStore | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis_client: redis.Redis | None = None) -> Services:
-        store = ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
+        store = ModelStore.from_settings(settings)
         active = ActiveModel(store, settings.model_check_interval_s)
-        return cls(settings, store, active, ModelCache(store), redis_client)
+        return cls(settings, store, active, ModelCache(store), TrafficMonitor(settings.traffic_dir), redis_client)
+
+    @property
+    def storage(self) -> Storage:
+        """Where models and job files are shared with the workers."""
+        return self.store.storage
 
     def model(self, version: str | None = None) -> LoadedModel:
         """A pinned version (kept loaded for later requests), else the active one."""
@@ -40,7 +49,10 @@ class Services:
     @property
     def jobs(self) -> JobStore:
         if self._jobs is None:
-            client = self.redis_client or redis.Redis.from_url(broker_url(self.settings))
+            # Bounded, so a hung Redis fails a job request or a scrape instead of stalling it.
+            client = self.redis_client or redis.Redis.from_url(
+                broker_url(self.settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            )
             self._jobs = JobStore(client, self.settings.job_retention_s)
         return self._jobs
 

@@ -10,12 +10,14 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from api.bodies import require_text
+from api.request_log import request_id
 from api.services import Services
 from shared.batch import JobFiles, save_upload, validate_csv, write_json_input
-from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable
+from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable, TrainingError
 from shared.estimators import make_estimator
 from shared.inputs import instances_to_frame
 from shared.jobs import new_job_id
+from shared.logs import bind_context
 from shared.settings import OutOfRangePolicy
 from shared.store import LoadedModel
 from worker.celery_app import RETRAIN_TASK, SPLIT_TASK
@@ -35,7 +37,7 @@ def model_for_job(services: Services, version: str | None) -> LoadedModel:
 
 def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: str, **fields) -> dict:
     try:
-        record = services.jobs.create(job_id, kind, **fields)
+        record = services.jobs.create(job_id, kind, request_id=request_id(), **fields)
         services.celery.send_task(task, args=[job_id])
     except (RedisError, OperationalError) as exc:
         files.remove()
@@ -44,6 +46,8 @@ def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: 
     except ServiceUnavailable:
         files.remove()  # no queue configured at all: leave nothing behind
         raise
+    bind_context(job_id=job_id, model_version=fields.get("model_version"))
+    log.info("queued %s job %s", kind, job_id)
     return record
 
 
@@ -55,7 +59,7 @@ def submit_instances(services: Services, instances: list, version: str | None, i
     if id_column and any(id_column not in row for row in instances):
         raise InvalidInput("Every row must carry the id_column", [FieldError("missing id", field=id_column)])
     job_id = new_job_id()
-    files = JobFiles(services.settings.jobs_dir, job_id)
+    files = JobFiles(services.settings.jobs_dir, job_id, services.storage)
     write_json_input(files, instances)
     return _enqueue(
         services, files, job_id, SPLIT_TASK, "batch",
@@ -66,12 +70,13 @@ def submit_instances(services: Services, instances: list, version: str | None, i
 def submit_csv(services: Services, stream: IO[bytes], version: str | None, id_column: str | None) -> dict:
     model = model_for_job(services, version)
     job_id = new_job_id()
-    files = JobFiles(services.settings.jobs_dir, job_id).create()
+    files = JobFiles(services.settings.jobs_dir, job_id, services.storage).create()
     try:
         save_upload(stream, files.input_csv, services.settings.max_upload_bytes)
         validate_csv(files.input_csv, model.schema, id_column)
-    except PredictqError:
-        files.remove()
+        files.store(files.input_csv)  # workers on other hosts read it from there
+    except BaseException:
+        files.remove()  # a refused upload, a lost client or an unreachable store: leave nothing behind
         raise
     return _enqueue(
         services, files, job_id, SPLIT_TASK, "batch", model_version=model.version, id_column=id_column, input="csv"
@@ -97,7 +102,7 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
     if not isinstance(params, dict):
         raise BadRequest("'params' must be an object of estimator parameters")
     job_id = new_job_id()
-    files = JobFiles(settings.jobs_dir, job_id)
+    files = JobFiles(settings.jobs_dir, job_id, services.storage)
     target = fields.get("target")
     try:
         if upload is not None:
@@ -115,9 +120,12 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
         task = fields.get("task")
         if task not in (None, "classification", "regression"):
             raise InvalidInput("task must be classification or regression", [FieldError("unknown task", field="task")])
-        # Registry names only: an HTTP request never names a class to import.
-        for each_task in [task] if task else ["classification", "regression"]:
-            make_estimator(fields.get("estimator"), each_task, params)
+        # Registry names only: an HTTP request never names a class to import. Without a task the
+        # data decides it when training, so a name that fits either task is accepted here
+        # ("logistic" for a categorical target); one that fits neither is refused now.
+        _check_estimator(fields.get("estimator"), [task] if task else ["classification", "regression"], params)
+        if upload is not None:
+            files.store(files.training_csv)  # the worker that trains fetches it from there
     except PredictqError:
         files.remove()
         raise
@@ -129,8 +137,21 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
         "estimator": fields.get("estimator"),
         "params": params,
         "out_of_range_policy": policy,
+        "data_uploaded": upload is not None,
     }
     return _enqueue(services, files, job_id, RETRAIN_TASK, "retrain", options=options)
+
+
+def _check_estimator(name: str | None, tasks: list[str], params: dict) -> None:
+    """Refuse an estimator (or its params) that no task in ``tasks`` can build."""
+    refusals = []
+    for task in tasks:
+        try:
+            make_estimator(name, task, params)
+            return
+        except TrainingError as exc:
+            refusals.append(exc)
+    raise refusals[0]
 
 
 def _data_path(data_dir: Path, requested: str | None, default: Path) -> Path:

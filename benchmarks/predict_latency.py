@@ -24,7 +24,6 @@ from api import create_app
 from predictq.redis_server import free_port
 from shared.lifecycle import train_version
 from shared.settings import Settings
-from shared.storage import LocalStorage
 from shared.store import ModelStore
 from shared.training import TrainingOptions
 
@@ -65,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="predictq-bench-"))
     settings = Settings(data_dir=data_dir)
-    store = ModelStore(LocalStorage(data_dir))
+    store = ModelStore.from_settings(settings)
     train_version(store, DATASET, TrainingOptions(target="species", estimator=args.estimator))
 
     results: dict[str, dict] = {"estimator": {"name": args.estimator}}

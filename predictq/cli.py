@@ -7,16 +7,19 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from predictq.client_cli import CLIENT_COMMANDS
 from shared.errors import PredictqError
-from shared.estimators import parse_params
-from shared.lifecycle import train_version
 from shared.settings import Settings, load_settings
-from shared.storage import LocalStorage
-from shared.store import ModelStore
-from shared.training import TrainingOptions
+
+if TYPE_CHECKING:
+    from shared.store import ModelStore
+
+# Training and the model store (scikit-learn, seconds to import) are imported by the commands
+# that use them, so the client commands start quickly.
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -28,6 +31,10 @@ def _split_names(value: str | None) -> list[str] | None:
 def main(ctx: click.Context) -> None:
     """predictq: train scikit-learn models on a table and serve their predictions."""
     ctx.obj = load_settings()
+
+
+for _command in CLIENT_COMMANDS:  # predict, jobs, retrain, models: the HTTP client
+    main.add_command(_command)
 
 
 @main.command()
@@ -72,6 +79,10 @@ def main(ctx: click.Context) -> None:
 @click.pass_obj
 def train(settings: Settings, config_file: Path | None, if_missing: bool, activate: str, **cli: object) -> None:
     """Train a model version from a table and (by default) make it active."""
+    from shared.estimators import parse_params
+    from shared.lifecycle import train_version
+    from shared.training import TrainingOptions
+
     store = _store(settings)
     if if_missing and store.active_version():
         click.echo(f"model {store.active_version()} is active; nothing to train")
@@ -108,15 +119,21 @@ def train(settings: Settings, config_file: Path | None, if_missing: bool, activa
 @click.pass_obj
 def serve(settings: Settings, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn on PREDICTQ_HOST:PREDICTQ_PORT."""
+    from api.metrics import fresh_multiprocess_dir
+
+    # Each worker process writes its metrics here and /metrics sums them (prometheus-client
+    # reads the variable when imported, so it is set before gunicorn starts).
+    metrics_dir = fresh_multiprocess_dir(settings.prometheus_multiproc_dir)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     argv = [
         sys.executable, "-m", "gunicorn",
+        "--config", "python:api.gunicorn_conf",  # JSON logs; metric files of exited workers
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(workers or settings.api_workers),
         "--threads", "4",
-        "--access-logfile", "-",
         "api:create_app()",
     ]  # fmt: skip
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, env)
 
 
 @main.command()
@@ -127,11 +144,13 @@ def serve(settings: Settings, workers: int | None) -> None:
 def worker(settings: Settings, queues: str, concurrency: int | None, hostname: str | None) -> None:
     """Run a Celery worker for batch scoring and retraining."""
     from worker.celery_app import make_celery
+    from worker.logs import configure_worker_logging
 
+    configure_worker_logging(settings)
     make_celery(settings).worker_main(
         [
             "worker",
-            "--loglevel=INFO",
+            f"--loglevel={settings.log_level}",
             f"--queues={queues}",
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}",
@@ -155,7 +174,9 @@ def up(ctx: click.Context) -> None:
 
 
 def _store(settings: Settings) -> ModelStore:
-    return ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
+    from shared.store import ModelStore
+
+    return ModelStore.from_settings(settings)
 
 
 def _describe(exc: PredictqError) -> str:

@@ -17,10 +17,14 @@ from shared.errors import JobNotFinished, JobNotFound
 
 JobKind = Literal["batch", "retrain"]
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({QUEUED, RUNNING})
 
 KEY_PREFIX = "predictq:job:"
+# Jobs per "<kind>:<status>", moved with each record in the same transaction, so /metrics
+# can report them from any process without scanning job keys.
+STATS_KEY = "predictq:stats:jobs"
 # Fields holding JSON documents rather than plain strings.
 JSON_FIELDS = ("quality", "result", "options")
 INT_FIELDS = ("done", "total", "chunks")
@@ -59,6 +63,7 @@ class JobStore:
         with self.client.pipeline() as pipe:
             pipe.hset(key, mapping=_encode(record))
             pipe.expire(key, self.retention_s)
+            pipe.hincrby(STATS_KEY, _stat(kind, QUEUED), 1)
             pipe.execute()
         return self.get(job_id)
 
@@ -82,12 +87,14 @@ class JobStore:
 
         def attempt(pipe: redis.client.Pipeline) -> None:
             nonlocal moved
-            current = pipe.hget(key, "status")
-            current = current.decode() if isinstance(current, bytes) else current
+            current, kind = (v.decode() if isinstance(v, bytes) else v for v in pipe.hmget(key, "status", "kind"))
             moved = current in allowed_from
             if moved:
                 pipe.multi()
                 pipe.hset(key, mapping=_encode({"status": to, **fields}))
+                if current != to:
+                    pipe.hincrby(STATS_KEY, _stat(kind, current), -1)
+                    pipe.hincrby(STATS_KEY, _stat(kind, to), 1)
 
         self.client.transaction(attempt, key)
         return moved
@@ -127,11 +134,25 @@ class JobStore:
         key = f"{self._key(job_id)}:claim:{step}"
         return bool(self.client.set(key, "1", nx=True, ex=self.retention_s))
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Jobs per (kind, status). Queued and running are the jobs there now; a finished status
+        counts every job that reached it, including records removed since by retention."""
+        counts = {}
+        for field, value in self.client.hgetall(STATS_KEY).items():
+            field = field.decode() if isinstance(field, bytes) else field
+            kind, _, status = field.partition(":")
+            counts[(kind, status)] = int(value)
+        return counts
+
     def require_finished(self, job_id: str) -> dict:
         record = self.get(job_id)
         if record["status"] != SUCCEEDED:
             raise JobNotFinished(f"Job {job_id} is {record['status']}; its result is available once it has succeeded")
         return record
+
+
+def _stat(kind: str | None, status: str | None) -> str:
+    return f"{kind}:{status}"
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:

@@ -18,6 +18,7 @@ ValueType = Literal["integer", "float", "boolean", "string"]
 # identifier (names, ids, free text): one-hot encoding it would only memorise rows.
 IDENTIFIER_UNIQUE_SHARE = 0.5
 IDENTIFIER_MIN_UNIQUE = 50
+HISTOGRAM_BINS = 20
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -163,6 +164,14 @@ def infer_schema(
     return FeatureSchema(tuple(features), tuple(ignored))
 
 
+def _histogram(values: pd.Series) -> dict:
+    """Training distribution for the model report: bin edges and counts."""
+    if not len(values):
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(values.to_numpy(dtype=float), bins=HISTOGRAM_BINS)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
 def compute_stats(prepared: pd.DataFrame, schema: FeatureSchema, missing_marker: str) -> dict:
     """Per-feature statistics of prepared training rows, JSON-ready.
 
@@ -184,6 +193,7 @@ def compute_stats(prepared: pd.DataFrame, schema: FeatureSchema, missing_marker:
                 if len(present)
                 else {},
                 "missing_rate": float(column.isna().sum() / rows),
+                "histogram": _histogram(present),
             }
         else:
             missing = column == missing_marker

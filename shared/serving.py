@@ -45,7 +45,13 @@ def score_frame(
 
 def prediction_response(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
     """The body of a POST /predict answer for ``frame``."""
-    prepared, predictions, probabilities = score_frame(model, frame)
+    return prediction_body(model, *score_frame(model, frame))
+
+
+def prediction_body(
+    model: LoadedModel, prepared: PreparedInput, predictions: list, probabilities: list[dict] | None
+) -> dict[str, Any]:
+    """The body of a POST /predict answer, from what ``score_frame`` returned."""
     body: dict[str, Any] = {"model_version": model.version, "predictions": predictions}
     if probabilities is not None:
         body["probabilities"] = probabilities

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OutOfRangePolicy = Literal["warn", "clip", "reject"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["json", "text"]
 # Placeholders from .env.example: a server must never run with one of these as its token.
 EXAMPLE_TOKENS = frozenset({"change-me", "changeme", ""})
 
@@ -22,6 +24,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREDICTQ_", frozen=True, extra="ignore")
 
     data_dir: Path = Field(Path("var"), description="Models, job files and local Redis data.")
+    store_url: str | None = Field(
+        None,
+        description="Models and job files on object storage (s3://bucket/prefix); unset: under data_dir.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); unset: AWS S3 for the region."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: the AWS credential chain's default.")
+    # Unset: the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, instance role).
+    s3_access_key_id: str | None = Field(None, description="S3 access key; unset: the AWS credential chain.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key; unset: the AWS credential chain.")
     redis_url: str | None = Field(
         None, description="Broker and job store. Unset: the local runner starts an embedded server."
     )
@@ -53,6 +66,15 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(
         4000, ge=1, description="Must exceed the longest hard time limit, or tasks run twice."
     )
+    log_level: LogLevel = Field("INFO", description="Least severe log records written (API and workers).")
+    log_format: LogFormat = Field("json", description="json: one object per line; text: for a person at a terminal.")
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        # prometheus-client's own variable, unprefixed: the library reads it when imported, so
+        # setting and library cannot disagree. `predictq serve` sets it for its gunicorn workers.
+        validation_alias="prometheus_multiproc_dir",
+        description="Directory where each API worker process writes its metrics, summed by /metrics.",
+    )
     local_redis_port: int = Field(6390, ge=1, le=65535, description="Port of the embedded local Redis.")
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535)
@@ -64,6 +86,28 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # API, workers and send_file must agree on one location whatever their cwd.
         return value.expanduser().absolute()
+
+    @field_validator(
+        "store_url", "s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # docker-compose passes an unset variable through as "" (see docker-compose.yml).
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url_with_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "://" not in value:
+            raise ValueError("PREDICTQ_STORE_URL must be a URL such as s3://bucket/prefix")
+        return value.strip().rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("admin_token")
     @classmethod
@@ -77,8 +121,17 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def traffic_dir(self) -> Path:
+        return self.data_dir / "traffic"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """This host's copies of model files downloaded from object storage, by version."""
+        return self.data_dir / "cache" / "models"
 
     @property
     def token_file(self) -> Path:

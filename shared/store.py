@@ -11,7 +11,8 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -21,9 +22,12 @@ from sklearn.pipeline import Pipeline
 
 from shared.errors import ModelIntegrityError, ModelNotFound, NoActiveModel
 from shared.schema import FeatureSchema
-from shared.storage import Storage
+from shared.storage import LocalStorage, Storage, open_storage
 from shared.training import COMPARISON_METRIC, TrainedModel, classes_of
 from shared.values import to_json_value
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,26 @@ class ModelStore:
     allow_version_mismatch : bool
         Load a model pickled by another scikit-learn version, with a loud warning,
         instead of refusing it. Pickles are only guaranteed within one version.
+    cache_dir : Path or None
+        A local directory keeping each loaded model file by version, so a host downloads a
+        version once. Versions are immutable, and a cached file is used only while its
+        sha256 matches the manifest in storage; None reads storage every time.
     """
 
-    def __init__(self, storage: Storage, *, allow_version_mismatch: bool = False):
+    def __init__(self, storage: Storage, *, allow_version_mismatch: bool = False, cache_dir: Path | None = None):
         self.storage = storage
         self.allow_version_mismatch = allow_version_mismatch
+        self.cache = LocalStorage(cache_dir) if cache_dir is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelStore:
+        """The store ``settings`` name; models from object storage are cached on this host."""
+        return cls(
+            open_storage(settings),
+            allow_version_mismatch=settings.allow_version_mismatch,
+            # On local storage the model file is already on this disk: a cache would only copy it.
+            cache_dir=settings.model_cache_dir if settings.store_url else None,
+        )
 
     def save(self, trained: TrainedModel, data_info: dict) -> str:
         """Write a new immutable version; return its id. Does not activate it."""
@@ -113,6 +132,7 @@ class ModelStore:
                 "params": _json_params(trained.pipeline[-1].get_params()),
             },
             "metrics": {"holdout": trained.metrics, "comparison_metric": COMPARISON_METRIC[trained.task]},
+            "diagnostics": trained.diagnostics,
             "model_file": {"name": MODEL_FILE, "sha256": model_sha, "bytes": len(model_bytes)},
             "training_data": {
                 **data_info,
@@ -158,8 +178,14 @@ class ModelStore:
     def load(self, version: str) -> LoadedModel:
         """Load and verify one version: checksum first, then library versions."""
         manifest = self.manifest(version)
-        data = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{MODEL_FILE}")
         expected = manifest["model_file"]["sha256"]
+        data = self._cached_model(version, expected)
+        downloaded = data is None
+        if downloaded:
+            try:
+                data = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{MODEL_FILE}")
+            except FileNotFoundError as exc:
+                raise ModelIntegrityError(f"Model {version} has a manifest but its model file is missing") from exc
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise ModelIntegrityError(
@@ -177,11 +203,24 @@ class ModelStore:
                     message + ". Retrain it, or set PREDICTQ_ALLOW_VERSION_MISMATCH=true to load it anyway"
                 )
             log.warning("LOADING A MODEL FROM ANOTHER SCIKIT-LEARN VERSION: %s", message)
+        if downloaded and self.cache is not None:
+            self.cache.write_bytes(f"{version}/{MODEL_FILE}", data)
         with warnings.catch_warnings():
             # The mismatch was decided on above; sklearn's own warning would repeat it.
             warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
             pipeline = joblib.load(io.BytesIO(data))
         return LoadedModel(version, manifest, pipeline, FeatureSchema.from_dict(manifest["feature_schema"]))
+
+    def _cached_model(self, version: str, sha256: str) -> bytes | None:
+        """This host's copy of the version's model file, if it has one matching ``sha256``."""
+        key = f"{version}/{MODEL_FILE}"
+        if self.cache is None or not self.cache.exists(key):
+            return None
+        data = self.cache.read_bytes(key)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            log.warning("cached model file of %s fails its checksum; downloading it again", version)
+            return None
+        return data
 
     def load_active(self) -> LoadedModel:
         version = self.active_version()

@@ -21,6 +21,8 @@ from shared.values import to_json_value
 # An integer target with at most this many distinct values is read as class labels.
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 MIN_TRAINING_ROWS = 10
+# Holdout points kept in the manifest for the residual plot.
+MAX_DIAGNOSTIC_POINTS = 2000
 # The holdout score that decides whether a retrained model replaces the active one.
 COMPARISON_METRIC: dict[Task, str] = {"classification": "macro_f1", "regression": "r2"}
 
@@ -52,6 +54,7 @@ class TrainedModel:
     estimator_name: str
     metrics: dict
     options: TrainingOptions
+    diagnostics: dict
     holdout_frame: pd.DataFrame  # raw rows, target included, so other models can be scored on them
     holdout_target: pd.Series
     training_rows: int
@@ -129,6 +132,7 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
         task=task,
         estimator_name=name,
         metrics=evaluate(pipeline, task, x_hold, y_hold),
+        diagnostics=diagnostics(pipeline, task, x_hold, y_hold),
         options=options,
         holdout_frame=labelled.iloc[holdout_idx].reset_index(drop=True),
         holdout_target=y_hold.reset_index(drop=True),
@@ -170,6 +174,20 @@ def evaluate(pipeline: Pipeline, task: Task, features: pd.DataFrame, target: pd.
         if len(classes) == 2 and target.nunique() == 2:
             result["roc_auc"] = float(skm.roc_auc_score(target == classes[1], probabilities[:, 1]))
     return result
+
+
+def diagnostics(pipeline: Pipeline, task: Task, features: pd.DataFrame, target: pd.Series) -> dict:
+    """What the model report plots: the holdout confusion matrix, or actual vs predicted values."""
+    predicted = pipeline.predict(features)
+    if task == "classification":
+        labels = list(pipeline.classes_)
+        matrix = skm.confusion_matrix(target, predicted, labels=labels)
+        return {"labels": [to_json_value(v) for v in labels], "confusion_matrix": matrix.tolist()}
+    keep = slice(0, MAX_DIAGNOSTIC_POINTS)
+    return {
+        "actual": [float(v) for v in np.asarray(target)[keep]],
+        "predicted": [float(v) for v in np.asarray(predicted)[keep]],
+    }
 
 
 def classes_of(trained: TrainedModel) -> list | None:

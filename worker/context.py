@@ -10,7 +10,7 @@ from celery import Celery
 from shared.jobs import JobStore
 from shared.serving import ModelCache
 from shared.settings import Settings
-from shared.storage import LocalStorage
+from shared.storage import Storage
 from shared.store import ModelStore
 
 
@@ -25,8 +25,13 @@ class WorkerContext:
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
         client = redis.Redis.from_url(settings.redis_url)
-        store = ModelStore(LocalStorage(settings.data_dir), allow_version_mismatch=settings.allow_version_mismatch)
+        store = ModelStore.from_settings(settings)
         return cls(settings, client, JobStore(client, settings.job_retention_s), store, ModelCache(store))
+
+    @property
+    def storage(self) -> Storage:
+        """Where models and job files are shared with the API and other workers."""
+        return self.store.storage
 
 
 def context_of(app: Celery) -> WorkerContext:

@@ -12,6 +12,7 @@ from shared.batch import JobFiles, score_chunk, split_input, write_results
 from shared.errors import JobNotFound, PredictqError
 from shared.jobs import ACTIVE
 from shared.lifecycle import train_version
+from shared.logs import bind_context
 from shared.training import TrainingOptions
 from worker.celery_app import FINALIZE_TASK, RETRAIN_TASK, SCORE_TASK, SPLIT_TASK
 from worker.context import context_of
@@ -34,6 +35,7 @@ def _live_job(context, job_id: str) -> dict | None:
     except JobNotFound:
         log.warning("job %s no longer exists; skipping", job_id)
         return None
+    bind_context(request_id=record.get("request_id"), model_version=record.get("model_version"))
     return record if record["status"] in ACTIVE else None
 
 
@@ -47,13 +49,23 @@ def split_batch(self, job_id: str) -> None:
     context.jobs.start(job_id)
     chunk_rows = context.settings.job_chunk_rows
     try:
-        rows, chunks = split_input(JobFiles(context.settings.jobs_dir, job_id), chunk_rows, record.get("id_column"))
+        files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
+        rows, chunks = split_input(files, chunk_rows, record.get("id_column"))
+        context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
+        for chunk in range(chunks):
+            self.app.send_task(SCORE_TASK, args=[job_id, chunk])
     except PredictqError as exc:
         context.jobs.fail(job_id, _describe(exc))
         return
-    context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
-    for chunk in range(chunks):
-        self.app.send_task(SCORE_TASK, args=[job_id, chunk])
+    except SoftTimeLimitExceeded:
+        # Some chunks may never have been queued: left running, the job would wait for them forever.
+        context.jobs.fail(job_id, f"splitting the input took longer than {context.settings.batch_soft_time_limit_s} s")
+        return
+    except Exception as exc:
+        context.jobs.fail(
+            job_id, f"splitting the input failed with an internal error ({type(exc).__name__}); see worker logs"
+        )
+        raise
 
 
 @shared_task(name=SCORE_TASK, bind=True)
@@ -63,7 +75,7 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
     record = _live_job(context, job_id)
     if record is None:
         return
-    files = JobFiles(context.settings.jobs_dir, job_id)
+    files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
     try:
         model = context.models.get(record["model_version"])
         rows = score_chunk(files, chunk, model, int(record["chunk_rows"]), record.get("id_column"))
@@ -90,13 +102,21 @@ def finalize_batch(self, job_id: str) -> None:
     record = _live_job(context, job_id)
     if record is None:
         return
-    files = JobFiles(context.settings.jobs_dir, job_id)
+    files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
     try:
         model = context.models.get(record["model_version"])
         quality = write_results(files, record["chunks"], model, job_id, record.get("id_column"))
     except PredictqError as exc:
         context.jobs.fail(job_id, _describe(exc))
         return
+    except SoftTimeLimitExceeded:
+        context.jobs.fail(job_id, f"joining the results took longer than {context.settings.batch_soft_time_limit_s} s")
+        return
+    except Exception as exc:
+        context.jobs.fail(
+            job_id, f"joining the results failed with an internal error ({type(exc).__name__}); see worker logs"
+        )
+        raise
     context.jobs.succeed(job_id, quality=quality)
 
 
@@ -114,9 +134,14 @@ def retrain(self, job_id: str) -> None:
     try:
         context.jobs.start(job_id)
         options = dict(record["options"])
-        data_path = options.pop("data_path")
+        data_path = Path(options.pop("data_path"))
         activate = options.pop("activate")
-        result = train_version(context.store, Path(data_path), TrainingOptions(**options), activate)
+        if options.pop("data_uploaded", False):  # stored by the API, maybe on another host
+            files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
+            with files.local_copy(files.training_csv) as data_path:
+                result = train_version(context.store, data_path, TrainingOptions(**options), activate)
+        else:
+            result = train_version(context.store, data_path, TrainingOptions(**options), activate)
         context.jobs.succeed(job_id, result=result, model_version=result["version"])
     except PredictqError as exc:
         context.jobs.fail(job_id, _describe(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, request, send_file, url_for
 
 from api.auth import require_client
@@ -92,11 +94,19 @@ def job_result(job_id: str):
     record = svc.jobs.require_finished(job_id)
     if record["kind"] == "retrain":
         return record["result"]
-    files = JobFiles(svc.settings.jobs_dir, job_id)
+    files = JobFiles(svc.settings.jobs_dir, job_id, svc.storage)
     wants_csv = request.args.get("format") == "csv" or (
         request.args.get("format") is None
         and request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
     )
     if wants_csv:
-        return send_file(files.result_csv, mimetype="text/csv", download_name=f"{job_id}.csv")
-    return send_file(files.result_json, mimetype="application/json")
+        return _stream(files, files.result_csv, "text/csv", download_name=f"{job_id}.csv")
+    return _stream(files, files.result_json, "application/json")
+
+
+def _stream(files: JobFiles, path: Path, mimetype: str, download_name: str | None = None):
+    """Send a stored result in blocks as it is read: never whole in memory, wherever it is stored."""
+    size = files.size(path)
+    response = send_file(files.open(path), mimetype=mimetype, download_name=download_name, conditional=False)
+    response.content_length = size
+    return response

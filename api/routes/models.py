@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from api.report import render_report
 from api.services import services
+from shared.traffic import load_traffic
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 
@@ -33,3 +35,14 @@ def list_models():
 def show_model(version: str):
     store = services().store
     return {**store.manifest(version), "active": version == store.active_version()}
+
+
+@bp.get("/<version>/report")
+def model_report(version: str):
+    svc = services()
+    manifest = svc.store.manifest(version)
+    svc.traffic.flush()  # this process's latest counts, so the page is current
+    html = render_report(
+        manifest, load_traffic(svc.settings.traffic_dir, version), version == svc.store.active_version()
+    )
+    return html, 200, {"Content-Type": "text/html; charset=utf-8"}

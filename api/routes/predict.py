@@ -6,11 +6,13 @@ from flask import Blueprint
 
 from api.auth import require_client
 from api.bodies import instances_of, json_object, require_text
+from api.metrics import record_prediction
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_instances
 from shared.inputs import instances_to_frame
-from shared.serving import prediction_response
+from shared.logs import bind_context
+from shared.serving import prediction_body, score_frame
 
 bp = Blueprint("predict", __name__)
 
@@ -26,5 +28,9 @@ def predict():
         return accepted(submit_instances(svc, instances, body.get("model_version"), body.get("id_column")))
     require_text({"model_version": body.get("model_version")})
     model = svc.model(body.get("model_version"))
+    bind_context(model_version=model.version)
     frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
-    return prediction_response(model, frame)
+    prepared, predictions, probabilities = score_frame(model, frame)
+    record_prediction(model.version, len(frame), prepared.quality_summary())
+    svc.traffic.record(model, prepared)
+    return prediction_body(model, prepared, predictions, probabilities)

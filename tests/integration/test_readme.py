@@ -104,14 +104,15 @@ def test_every_readme_example_runs(running_stack) -> None:
     """Each bash example in the README runs verbatim (port aside) and gives what the text says."""
     workdir, port = running_stack
     outputs = _run(_bash_blocks(), workdir, port)
-    assert len(outputs) == 8, outputs
-    predict, invalid, models, batch, uploads, retrain, rollback, train = outputs
+    assert len(outputs) == 9, outputs
+    predict, invalid, models, batch, uploads, retrain, rollback, train, client = outputs
 
     assert '"kind":"above_training_max"' in predict.replace(" ", "")
     assert '"kind":"unknown_category"' in predict.replace(" ", "")
     assert '"kind":"missing"' in predict.replace(" ", "")
     assert '"status": 422' in invalid and '"field": "bill_length_mm"' in invalid
     assert '"active_version"' in models and '"status":"ok"' in models and '"status":"ready"' in models
+    assert '"openapi":"3.1' in models.replace(" ", "") and '"/predict"' in models
     assert '"status":"succeeded"' in batch and '"result_url"' in batch
     assert '"predictions": [' in batch
     assert "penguin_id," in batch and ",prediction," in batch  # the CSV result
@@ -119,3 +120,11 @@ def test_every_readme_example_runs(running_stack) -> None:
     assert '"kind":"retrain"' in retrain and '"promoted":' in retrain
     assert '"active_version":' in rollback
     assert train.count('"version":') == 2
+
+    assert client.count("penguin_id  prediction  probability") == 1 and "\np015 " in client
+    assert "status     succeeded" in client and "progress   15/15 rows" in client
+    assert "promoted: version " in client and "reason: " in client  # promoted, or not promoted, and why
+    assert "*  " in client and "KEY METRIC" in client
+    assert client.rstrip().splitlines()[-1].startswith("active version: ")
+    assert (workdir / "predictions.csv").read_text().startswith("penguin_id,island,")
+    assert (workdir / "result.csv").read_text().count("\n") == 16  # header and 15 rows

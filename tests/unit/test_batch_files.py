@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,7 @@ from shared.errors import BadRequest, InvalidInput, PayloadTooLarge
 from shared.inputs import ABOVE_MAX, BELOW_MIN, MISSING, UNKNOWN_CATEGORY
 from shared.lifecycle import train_version
 from shared.serving import prediction_response
-from shared.storage import LocalStorage
+from shared.storage import LocalStorage, ObjectStorage
 from shared.store import LoadedModel, ModelStore
 from shared.training import TrainingOptions
 
@@ -349,3 +350,27 @@ def test_write_results_removes_chunk_files(files: JobFiles, model: LoadedModel, 
     write_json_input(files, as_instances(rows))
     run_batch(files, model, chunk_rows=4, id_column=None)
     assert sorted(p.name for p in files.dir.iterdir()) == ["input.json", "result.csv", "result.json"]
+
+
+def test_batch_on_object_storage_needs_no_shared_disk(model: LoadedModel, rows: pd.DataFrame, tmp_path: Path) -> None:
+    """With an object store, split, score and join on two hosts' scratch dirs give the local result, and
+    leave no file on either host: input, chunks and results live only in the store."""
+    local = JobFiles(tmp_path / "local" / "jobs", "job1").create()
+    inject_faults(rows).to_csv(local.input_csv, index=False)
+    expected_quality = run_batch(local, model, chunk_rows=4, id_column="penguin_id")
+
+    storage = ObjectStorage(f"memory://predictq-batch-{uuid.uuid4().hex}")
+    host_a = JobFiles(tmp_path / "a" / "jobs", "job1", storage)
+    host_b = JobFiles(tmp_path / "b" / "jobs", "job1", storage)
+    storage.write_bytes("jobs/job1/input.csv", local.input_csv.read_bytes())
+    rows_total, chunks = split_input(host_a, 4, "penguin_id")
+    for chunk in range(chunks):
+        score_chunk(host_a if chunk % 2 else host_b, chunk, model, 4, "penguin_id")
+    quality = write_results(host_b, chunks, model, "job1", "penguin_id")
+
+    assert (rows_total, chunks, quality) == (10, 3, expected_quality)
+    assert storage.read_bytes("jobs/job1/result.json") == local.result_json.read_bytes()
+    assert storage.read_bytes("jobs/job1/result.csv") == local.result_csv.read_bytes()
+    assert not storage.exists(host_b.key(host_b.chunk_input(0)))
+    assert [p for p in (tmp_path / "a").rglob("*") if p.is_file()] == []
+    assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == []

@@ -226,3 +226,24 @@ def test_require_finished_refuses_unfinished_and_returns_succeeded(jobs: JobStor
         jobs.require_finished("j1")
     jobs.succeed("j1")
     assert jobs.require_finished("j1")["status"] == SUCCEEDED
+
+
+def test_counts_follow_creation_and_each_status_move(jobs: JobStore) -> None:
+    """counts() has queued and running jobs as they are now, and one count per finished job and status."""
+    for job_id in ("b1", "b2", "b3", "b4"):
+        jobs.create(job_id, "batch")
+    jobs.create("r1", "retrain")
+    jobs.start("b1")
+    jobs.start("b1")  # a redelivered task starts a running job again: no double count
+    assert jobs.succeed("b1")
+    jobs.start("b2")
+    jobs.cancel("b3")
+    assert not jobs.succeed("b3")  # refused: nothing moves
+
+    assert jobs.counts() == {
+        ("batch", QUEUED): 1,
+        ("batch", RUNNING): 1,
+        ("batch", SUCCEEDED): 1,
+        ("batch", CANCELLED): 1,
+        ("retrain", QUEUED): 1,
+    }

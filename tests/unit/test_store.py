@@ -16,6 +16,7 @@ import sklearn
 
 from shared.errors import ModelIntegrityError, ModelNotFound, NoActiveModel
 from shared.inputs import prepare
+from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.store import ACTIVE_KEY, MANIFEST_FILE, MODEL_FILE, ModelStore
 from shared.training import TrainedModel
@@ -299,3 +300,55 @@ def test_storage_keys_cannot_escape_the_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
         storage.write_bytes("../outside", b"x")
     assert not (tmp_path / "outside").exists()
+
+
+# The local model cache (for object storage)
+
+
+def test_cached_model_is_read_without_the_store(
+    store: ModelStore, species_model: TrainedModel, save_model, tmp_path: Path
+) -> None:
+    """With cache_dir, the first load keeps the file by version; later loads use it, even once the store lost it."""
+    version = save_model(species_model)
+    cached = ModelStore(store.storage, cache_dir=tmp_path / "cache")
+    first = cached.load(version)
+    assert (tmp_path / "cache" / version / MODEL_FILE).read_bytes() == (
+        version_dir(store, version) / MODEL_FILE
+    ).read_bytes()
+
+    (version_dir(store, version) / MODEL_FILE).unlink()
+    assert ModelStore(store.storage, cache_dir=tmp_path / "cache").load(version).manifest == first.manifest
+    with pytest.raises(ModelIntegrityError, match="missing"):
+        store.load(version)  # without the cache: a manifest and no model file
+
+
+def test_cached_model_failing_the_manifest_checksum_is_downloaded_again(
+    store: ModelStore, species_model: TrainedModel, save_model, tmp_path: Path
+) -> None:
+    """A damaged cached file is never unpickled: the stored file is read again and replaces it."""
+    version = save_model(species_model)
+    cache_file = tmp_path / "cache" / version / MODEL_FILE
+    ModelStore(store.storage, cache_dir=tmp_path / "cache").load(version)
+    cache_file.write_bytes(b"not a pickle")
+
+    assert ModelStore(store.storage, cache_dir=tmp_path / "cache").load(version).version == version
+    assert cache_file.read_bytes() == (version_dir(store, version) / MODEL_FILE).read_bytes()
+
+
+def test_a_model_failing_its_checksum_is_not_cached(
+    store: ModelStore, species_model: TrainedModel, save_model, tmp_path: Path
+) -> None:
+    """A tampered stored file is refused and leaves nothing in the cache."""
+    version = save_model(species_model)
+    (version_dir(store, version) / MODEL_FILE).write_bytes(b"not a pickle")
+
+    with pytest.raises(ModelIntegrityError, match="fails its checksum"):
+        ModelStore(store.storage, cache_dir=tmp_path / "cache").load(version)
+    assert not (tmp_path / "cache" / version).exists()
+
+
+def test_store_from_settings_caches_only_for_object_storage(tmp_path: Path) -> None:
+    """On the local data directory no cache is kept; with a store_url the cache is under data_dir."""
+    assert ModelStore.from_settings(Settings(data_dir=tmp_path, store_url=None)).cache is None
+    remote = ModelStore.from_settings(Settings(data_dir=tmp_path, store_url="memory://predictq-settings-test"))
+    assert remote.cache.root == tmp_path / "cache" / "models"
