@@ -49,13 +49,14 @@ def main() -> None:
         "PREDICTQ_DATA_DIR": str(settings.data_dir),
         "PREDICTQ_REDIS_URL": url,
         "PREDICTQ_JOB_CHUNK_ROWS": str(args.chunk_rows),
-        "PREDICTQ_LOG_LEVEL": "WARNING",
+        "PREDICTQ_LOG_LEVEL": "INFO",
     }
+    worker_log = open(work / "worker.log", "w")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
         [sys.executable, "-m", "predictq.cli", "worker", f"--concurrency={args.concurrency}"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -89,6 +90,8 @@ def main() -> None:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
+        worker_log.close()
+        print(f"worker log: {work / 'worker.log'}")
         redis_process.terminate()
         redis_process.wait(30)
 

@@ -22,12 +22,12 @@ Task = Literal["classification", "regression"]
 REGISTRY: dict[Task, dict[str, tuple[type, dict]]] = {
     "classification": {
         "logistic": (LogisticRegression, {"max_iter": 1000}),
-        "random_forest": (RandomForestClassifier, {"n_estimators": 200}),
+        "random_forest": (RandomForestClassifier, {"n_estimators": 100}),
         "hist_gradient_boosting": (HistGradientBoostingClassifier, {}),
     },
     "regression": {
         "ridge": (Ridge, {}),
-        "random_forest": (RandomForestRegressor, {"n_estimators": 200}),
+        "random_forest": (RandomForestRegressor, {"n_estimators": 100}),
         "hist_gradient_boosting": (HistGradientBoostingRegressor, {}),
     },
 }

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 
 from shared.errors import NoActiveModel, PredictqError
 from shared.inputs import PreparedInput, prepare
@@ -25,14 +26,18 @@ def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list,
     Classifier labels are taken from the probabilities so the two always agree.
     """
     frame = prepared.frame
-    if model.task == "classification" and hasattr(model.pipeline, "predict_proba"):
-        probabilities = model.pipeline.predict_proba(frame)
-        classes = [to_json_value(c) for c in model.pipeline.classes_]
-        labels = [classes[i] for i in np.argmax(probabilities, axis=1)]
-        names = [str(c) for c in classes]
-        rows = [dict(zip(names, map(float, row), strict=True)) for row in probabilities]
-        return labels, rows
-    return [to_json_value(v) for v in model.pipeline.predict(frame)], None
+    # prepare() already refused infinities, so scikit-learn's own finiteness scans (a fifth
+    # of a one-row call) are skipped; NaN stays legal for the imputers either way.
+    with sklearn.config_context(assume_finite=True):
+        if model.task == "classification" and hasattr(model.pipeline, "predict_proba"):
+            probabilities = model.pipeline.predict_proba(frame)
+        else:
+            return [to_json_value(v) for v in model.pipeline.predict(frame)], None
+    classes = [to_json_value(c) for c in model.pipeline.classes_]
+    labels = [classes[i] for i in np.argmax(probabilities, axis=1)]
+    names = [str(c) for c in classes]
+    rows = [dict(zip(names, map(float, row), strict=True)) for row in probabilities]
+    return labels, rows
 
 
 def score_frame(

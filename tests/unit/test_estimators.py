@@ -55,7 +55,7 @@ def test_no_name_means_random_forest(task: str) -> None:
 def test_params_override_defaults_and_seed_sets_random_state() -> None:
     """Explicit parameters win over registry defaults; the seed becomes random_state unless given."""
     _, forest = make_estimator("random_forest", "classification", {"max_depth": 3}, seed=7)
-    assert (forest.n_estimators, forest.max_depth, forest.random_state) == (200, 3, 7)
+    assert (forest.n_estimators, forest.max_depth, forest.random_state) == (100, 3, 7)
 
     _, forest = make_estimator("random_forest", "regression", {"n_estimators": 5, "random_state": 1}, seed=7)
     assert (forest.n_estimators, forest.random_state) == (5, 1)
