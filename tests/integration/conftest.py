@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from readiness import wait_for_ready
 
 from api import create_app
 from predictq.redis_server import free_port, start_server
@@ -231,19 +231,7 @@ class LocalStack:
 
     def wait_ready(self, timeout_s: float = STACK_READY_TIMEOUT_S) -> dict:
         """Poll GET /readyz over HTTP until it answers 200; return its body."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                response = requests.get(f"{self.url}/readyz", timeout=2)
-                if response.status_code == 200:
-                    return response.json()
-            except requests.RequestException:
-                pass
-            if self.process.poll() is not None:
-                pytest.fail(f"predictq up exited with {self.process.returncode} before ready:\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"predictq up not ready at {self.url} within {timeout_s} s:\n{self.output()}")
-            time.sleep(0.25)
+        return wait_for_ready(self.url, timeout_s, process=self.process, log_path=self.log_path)
 
     def processes(self) -> set[int]:
         """Every live process the runner started, and theirs (gunicorn and Celery pool children)."""

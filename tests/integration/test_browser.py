@@ -7,11 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from readiness import wait_for_ready
 
 from predictq.redis_server import free_port
 from shared.lifecycle import train_version
@@ -58,19 +58,13 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     log = open(data_dir / "api.log", "w")  # noqa: SIM115 - closed in teardown
     server = subprocess.Popen([sys.executable, "-m", "predictq.cli", "serve"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            server.wait()
-            log.close()
-            pytest.fail(f"the API did not start:\n{(data_dir / 'api.log').read_text()[-3000:]}")
-        time.sleep(0.3)
+    try:
+        wait_for_ready(url, WAIT_S, process=server, log_path=data_dir / "api.log")
+    except BaseException:
+        server.kill()
+        server.wait()
+        log.close()
+        raise
     row = {"island": "Biscoe", "bill_length_mm": 45.1, "bill_depth_mm": 14.5, "flipper_length_mm": 460,
            "body_mass_g": 4500, "sex": "female", "year": 2008}  # fmt: skip
     assert requests.post(f"{url}/predict", json={"instances": [row] * 4}, timeout=10).status_code == 200

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from readiness import wait_for_ready
 
 from predictq.cli import main
 
@@ -80,19 +80,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         [sys.executable, "-m", "predictq.cli", "up"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=10).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.send_signal(signal.SIGINT)
-            process.wait(STOP_TIMEOUT_S)
-            log.close()
-            pytest.fail(f"predictq up did not become ready:\n{(workdir / 'stack.log').read_text()[-4000:]}")
-        time.sleep(0.5)
+    try:
+        wait_for_ready(url, START_TIMEOUT_S, process=process, log_path=workdir / "stack.log")
+    except BaseException:
+        process.send_signal(signal.SIGINT)
+        process.wait(STOP_TIMEOUT_S)
+        log.close()
+        raise
     yield Stack(workdir, url)
     process.send_signal(signal.SIGINT)
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from readiness import wait_for_ready
 
 from predictq.redis_server import free_port, start_server
 
@@ -119,15 +120,7 @@ def test_compose_commands_train_serve_and_score_a_job(stack) -> None:
     start("api")
     start("worker")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()[-3000:]
-        time.sleep(0.5)
+    wait_for_ready(url, WAIT_S, log_path=tmp_path / "api.log")
 
     row = {"island": "Dream", "bill_length_mm": 50.6, "bill_depth_mm": 19.4, "flipper_length_mm": 193,
            "body_mass_g": 3800, "sex": "male", "year": 2007}  # fmt: skip

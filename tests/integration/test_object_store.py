@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from api import create_app
+from predictq.redis_server import free_port
 from shared.batch import JobFiles, score_chunk, split_input, write_results
 from shared.errors import ModelIntegrityError
 from shared.jobs import JobStore
@@ -46,18 +47,10 @@ STOP_TIMEOUT_S = 10.0
 CHUNK_ROWS = 40
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server in its own process on a free loopback port, stopped in teardown."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

@@ -6,14 +6,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
+from readiness import wait_for_ready
+
+from predictq.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 START_TIMEOUT_S = 120
 BLOCK_TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _bash_blocks() -> list[str]:
@@ -43,11 +37,11 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory):
     for folder in ("data", "examples"):
         shutil.copytree(REPO / folder, workdir / folder)
     (workdir / ".venv").symlink_to(Path(sys.prefix))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREDICTQ_PORT": str(port),
-        "PREDICTQ_LOCAL_REDIS_PORT": str(_free_port()),
+        "PREDICTQ_LOCAL_REDIS_PORT": str(free_port()),
         "PREDICTQ_API_WORKERS": "1",
         "PREDICTQ_WORKER_CONCURRENCY": "1",
     }
@@ -57,19 +51,13 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory):
     process = subprocess.Popen(
         [sys.executable, "-m", "predictq.cli", "up"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.send_signal(signal.SIGINT)
-            process.wait(60)
-            log.close()
-            pytest.fail(f"predictq up did not become ready:\n{(workdir / 'stack.log').read_text()[-4000:]}")
-        time.sleep(0.5)
+    try:
+        wait_for_ready(f"http://127.0.0.1:{port}", START_TIMEOUT_S, process=process, log_path=workdir / "stack.log")
+    except BaseException:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+        log.close()
+        raise
     yield workdir, port
     process.send_signal(signal.SIGINT)
     try:
