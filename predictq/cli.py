@@ -145,9 +145,12 @@ def worker(settings: Settings, queues: str, concurrency: int | None, hostname: s
     """Run a Celery worker for batch scoring and retraining."""
     from worker.celery_app import make_celery
     from worker.logs import configure_worker_logging
+    from worker.sweeper import install_sweeper
 
     configure_worker_logging(settings)
-    make_celery(settings).worker_main(
+    app = make_celery(settings)
+    install_sweeper(app, settings)  # re-sends the tasks of jobs whose queue messages were lost
+    app.worker_main(
         [
             "worker",
             f"--loglevel={settings.log_level}",

@@ -2,12 +2,19 @@
 
 One hash per job. Status moves only along the allowed transitions, checked inside a
 Redis transaction, so a late chunk cannot turn a cancelled job back into a running one.
+
+A queue message can be lost for good (the Redis transport pops it before recording it as
+unacknowledged, celery/kombu#305), so each active job also keeps ``progress_at``, the last
+time it moved, and its id in a set of active jobs: ``lost_step`` says what a job that stopped
+moving needs sent again, and the worker's sweeper sends it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,9 +32,14 @@ KEY_PREFIX = "predictq:job:"
 # Jobs per "<kind>:<status>", moved with each record in the same transaction, so /metrics
 # can report them from any process without scanning job keys.
 STATS_KEY = "predictq:stats:jobs"
+# Ids of queued and running jobs, kept with each status change in the same transaction, so the
+# sweeper finds stalled jobs without scanning job keys.
+ACTIVE_KEY = "predictq:jobs:active"
 # Fields holding JSON documents rather than plain strings.
 JSON_FIELDS = ("quality", "result", "options")
 INT_FIELDS = ("done", "total", "chunks")
+# The batch steps a sweep can send again, named as in ``claim``.
+SPLIT, SCORE, FINALIZE = "split", "score", "finalize"
 
 
 def now_iso() -> str:
@@ -58,12 +70,17 @@ class JobStore:
         return KEY_PREFIX + job_id
 
     def create(self, job_id: str, kind: JobKind, **fields: Any) -> dict:
-        record = {"job_id": job_id, "kind": kind, "status": QUEUED, "submitted_at": now_iso(), "done": 0, **fields}
+        submitted_at = now_iso()
+        record = {
+            "job_id": job_id, "kind": kind, "status": QUEUED, "submitted_at": submitted_at,
+            "progress_at": submitted_at, "done": 0, **fields,
+        }  # fmt: skip
         key = self._key(job_id)
         with self.client.pipeline() as pipe:
             pipe.hset(key, mapping=_encode(record))
             pipe.expire(key, self.retention_s)
             pipe.hincrby(STATS_KEY, _stat(kind, QUEUED), 1)
+            pipe.sadd(ACTIVE_KEY, job_id)
             pipe.execute()
         return self.get(job_id)
 
@@ -95,12 +112,19 @@ class JobStore:
                 if current != to:
                     pipe.hincrby(STATS_KEY, _stat(kind, current), -1)
                     pipe.hincrby(STATS_KEY, _stat(kind, to), 1)
+                if to in FINISHED:
+                    pipe.srem(ACTIVE_KEY, job_id)
+                else:  # also enlists a job recorded before the set existed
+                    pipe.sadd(ACTIVE_KEY, job_id)
 
         self.client.transaction(attempt, key)
         return moved
 
     def start(self, job_id: str) -> bool:
-        return self.transition(job_id, frozenset({QUEUED, RUNNING}), RUNNING, started_at=now_iso())
+        started_at = now_iso()
+        return self.transition(
+            job_id, frozenset({QUEUED, RUNNING}), RUNNING, started_at=started_at, progress_at=started_at
+        )
 
     def succeed(self, job_id: str, **fields: Any) -> bool:
         moved = self.transition(job_id, ACTIVE, SUCCEEDED, finished_at=now_iso(), **fields)
@@ -125,14 +149,50 @@ class JobStore:
         key = self._key(job_id)
         chunks_key = f"{key}:chunks"
         if self.client.sadd(chunks_key, chunk):
-            self.client.hincrby(key, "done", rows)
+            with self.client.pipeline() as pipe:
+                pipe.hincrby(key, "done", rows)
+                pipe.hset(key, "progress_at", now_iso())
+                pipe.execute()
         self.client.expire(chunks_key, self.retention_s)
         return int(self.client.scard(chunks_key))
+
+    def chunk_done(self, job_id: str, chunk: int) -> bool:
+        """Whether ``chunk`` has been scored and counted."""
+        return bool(self.client.sismember(f"{self._key(job_id)}:chunks", chunk))
+
+    def missing_chunks(self, job_id: str, chunks: int) -> list[int]:
+        """Indices below ``chunks`` (the job's chunk count) not recorded as done, in order."""
+        done = {int(chunk) for chunk in self.client.smembers(f"{self._key(job_id)}:chunks")}
+        return [chunk for chunk in range(chunks) if chunk not in done]
 
     def claim(self, job_id: str, step: str) -> bool:
         """True for exactly one caller per (job, step): who gets to enqueue the next step."""
         key = f"{self._key(job_id)}:claim:{step}"
         return bool(self.client.set(key, "1", nx=True, ex=self.retention_s))
+
+    def release(self, job_id: str, step: str) -> None:
+        """Give up a claim whose step was lost, so the step can be claimed and sent again."""
+        self.client.delete(f"{self._key(job_id)}:claim:{step}")
+
+    def active_job_ids(self) -> list[str]:
+        """Ids in the set of queued and running jobs (it may still hold ids of expired records)."""
+        return sorted(v.decode() if isinstance(v, bytes) else v for v in self.client.smembers(ACTIVE_KEY))
+
+    def forget(self, job_id: str) -> None:
+        """Take a job that finished or expired out of the set of active jobs."""
+        self.client.srem(ACTIVE_KEY, job_id)
+
+    def touch(self, job_id: str, at: datetime | None = None) -> None:
+        """Set ``progress_at`` (default: now) without creating a record that has expired meanwhile."""
+        key = self._key(job_id)
+        progress_at = (at or datetime.now(UTC)).isoformat()
+
+        def attempt(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, "progress_at", progress_at)
+
+        self.client.transaction(attempt, key)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Jobs per (kind, status). Queued and running are the jobs there now; a finished status
@@ -149,6 +209,50 @@ class JobStore:
         if record["status"] != SUCCEEDED:
             raise JobNotFinished(f"Job {job_id} is {record['status']}; its result is available once it has succeeded")
         return record
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a stalled batch job needs sent again: its ``split``, the ``score`` tasks of
+    ``chunks``, or its ``finalize``."""
+
+    step: str
+    chunks: tuple[int, ...] = ()
+
+
+def is_stalled(record: dict, now: datetime, stall_after_s: float) -> bool:
+    """Whether an active job has not moved (submitted, started, a chunk scored) for ``stall_after_s``."""
+    if record["status"] not in ACTIVE:
+        return False
+    # Records written before progress_at existed: their latest known time.
+    moved = record.get("progress_at") or record.get("started_at") or record["submitted_at"]
+    return (now - datetime.fromisoformat(moved)).total_seconds() > stall_after_s
+
+
+def lost_step(record: dict, missing: Iterable[int]) -> Recovery | None:
+    """The step of a stalled batch job whose message was lost; None for any other job.
+
+    Parameters
+    ----------
+    record : dict
+        The job record, as ``JobStore.get`` returns it.
+    missing : iterable of int
+        Chunks not recorded as done (``JobStore.missing_chunks``); ignored while the record
+        has no chunk count (the job is not split yet).
+
+    Returns
+    -------
+    Recovery or None
+        A queued job, or a running one not yet split, lost its split; a split job lost the
+        score tasks of its missing chunks, or, with none missing, its finalize. Retrain jobs
+        are never re-sent (one at a time, under a lock), nor are finished ones.
+    """
+    if record["kind"] != "batch" or record["status"] not in ACTIVE:
+        return None
+    if record["status"] == QUEUED or record.get("chunks") is None:
+        return Recovery(SPLIT)
+    chunks = tuple(missing)
+    return Recovery(SCORE, chunks) if chunks else Recovery(FINALIZE)
 
 
 def _stat(kind: str | None, status: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OutOfRangePolicy = Literal["warn", "clip", "reject"]
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(
         4000, ge=1, description="Must exceed the longest hard time limit, or tasks run twice."
     )
+    # Long enough that a job waiting for its one slow chunk (at most the hard limit) is not requeued.
+    job_stall_after_s: int = Field(
+        900, ge=1, description="A queued or running batch job with no progress this long has its lost tasks re-sent."
+    )
+    job_sweep_interval_s: int = Field(60, ge=1, description="How often one worker looks for stalled jobs.")
     log_level: LogLevel = Field("INFO", description="Least severe log records written (API and workers).")
     log_format: LogFormat = Field("json", description="json: one object per line; text: for a person at a terminal.")
     prometheus_multiproc_dir: Path | None = Field(
@@ -115,6 +120,16 @@ class Settings(BaseSettings):
         if value is not None and value.strip() in EXAMPLE_TOKENS:
             raise ValueError("PREDICTQ_ADMIN_TOKEN is still the example value; set a random token")
         return value
+
+    @model_validator(mode="after")
+    def _stall_outlasts_batch_tasks(self) -> Settings:
+        # A chunk still being scored must not look lost: the sweeper would queue it a second time.
+        if self.job_stall_after_s <= self.batch_time_limit_s:
+            raise ValueError(
+                f"PREDICTQ_JOB_STALL_AFTER_S ({self.job_stall_after_s}) must exceed "
+                f"PREDICTQ_BATCH_TIME_LIMIT_S ({self.batch_time_limit_s})"
+            )
+        return self
 
     @property
     def models_dir(self) -> Path:

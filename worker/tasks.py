@@ -46,6 +46,11 @@ def split_batch(self, job_id: str) -> None:
     record = _live_job(context, job_id)
     if record is None:
         return
+    if record.get("chunks") is not None:
+        # A split message sent again (redelivered, or re-sent by the sweeper): cutting the input
+        # anew would rewrite chunks other workers may be scoring. Lost chunks are the sweeper's.
+        log.info("job %s is already split into %s chunks; skipping", job_id, record["chunks"])
+        return
     context.jobs.start(job_id)
     chunk_rows = context.settings.job_chunk_rows
     try:
@@ -74,6 +79,9 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
     context = context_of(self.app)
     record = _live_job(context, job_id)
     if record is None:
+        return
+    if context.jobs.chunk_done(job_id, chunk):  # a copy of a message sent again: scored already
+        log.info("chunk %s of job %s is already scored; skipping", chunk, job_id)
         return
     files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
     try:

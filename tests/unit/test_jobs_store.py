@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import fakeredis
 import pytest
 
+from shared import jobs as jobs_module
 from shared.errors import JobNotFinished, JobNotFound
 from shared.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
 
@@ -247,3 +250,66 @@ def test_counts_follow_creation_and_each_status_move(jobs: JobStore) -> None:
         ("batch", CANCELLED): 1,
         ("retrain", QUEUED): 1,
     }
+
+
+# --- what the sweeper reads ----------------------------------------------------------------
+
+
+def test_active_set_follows_creation_and_finishing(jobs: JobStore, finished) -> None:
+    """A job is in the active set from creation while queued or running, and leaves it when it finishes."""
+    jobs.create("queued", "batch")
+    jobs.create("running", "batch")
+    jobs.start("running")
+    done = [finished(status) for status in (SUCCEEDED, FAILED, CANCELLED)]
+
+    assert jobs.active_job_ids() == ["queued", "running"]
+    assert not set(done) & set(jobs.active_job_ids())
+    jobs.forget("queued")
+    assert jobs.active_job_ids() == ["running"]
+
+
+def test_progress_at_moves_on_submission_start_and_new_chunks(jobs: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """progress_at is the submission time, then the start, then the latest newly counted chunk."""
+    monkeypatch.setattr(jobs_module, "now_iso", lambda: "2030-01-01T00:00:00+00:00")
+    jobs.create("j1", "batch")
+    assert jobs.get("j1")["progress_at"] == "2030-01-01T00:00:00+00:00"
+    monkeypatch.setattr(jobs_module, "now_iso", lambda: "2030-01-01T00:01:00+00:00")
+    jobs.start("j1")
+    assert jobs.get("j1")["progress_at"] == "2030-01-01T00:01:00+00:00"
+    monkeypatch.setattr(jobs_module, "now_iso", lambda: "2030-01-01T00:02:00+00:00")
+    jobs.record_chunk("j1", 0, 10)
+    assert jobs.get("j1")["progress_at"] == "2030-01-01T00:02:00+00:00"
+    monkeypatch.setattr(jobs_module, "now_iso", lambda: "2030-01-01T00:03:00+00:00")
+    jobs.record_chunk("j1", 0, 10)  # counted already: not progress
+    assert jobs.get("j1")["progress_at"] == "2030-01-01T00:02:00+00:00"
+
+
+def test_missing_chunks_are_those_not_recorded(jobs: JobStore) -> None:
+    """missing_chunks lists, in order, the indices below the chunk count that were never recorded."""
+    jobs.create("j1", "batch")
+    assert jobs.missing_chunks("j1", 4) == [0, 1, 2, 3]
+    jobs.record_chunk("j1", 2, 10)
+    jobs.record_chunk("j1", 0, 10)
+    assert jobs.missing_chunks("j1", 4) == [1, 3]
+    assert jobs.chunk_done("j1", 2)
+    assert not jobs.chunk_done("j1", 1)
+    for chunk in (1, 3):
+        jobs.record_chunk("j1", chunk, 10)
+    assert jobs.missing_chunks("j1", 4) == []
+
+
+def test_touch_never_recreates_an_expired_record(jobs: JobStore) -> None:
+    """touch() sets progress_at on a live record and leaves no partial record for an expired one."""
+    jobs.create("j1", "batch")
+    jobs.touch("j1", datetime(2030, 1, 1, tzinfo=UTC))
+    assert jobs.get("j1")["progress_at"] == "2030-01-01T00:00:00+00:00"
+    jobs.touch("gone")
+    assert not jobs.exists("gone")
+
+
+def test_released_claim_can_be_claimed_again(jobs: JobStore) -> None:
+    """release() gives a lost step's claim back, once; the next claim wins it."""
+    assert jobs.claim("j1", "finalize")
+    jobs.release("j1", "finalize")
+    assert jobs.claim("j1", "finalize")
+    assert not jobs.claim("j1", "finalize")
