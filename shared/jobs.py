@@ -12,6 +12,7 @@ moving needs sent again, and the worker's sweeper sends it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({QUEUED, RUNNING})
 
 KEY_PREFIX = "predictq:job:"
+# Job id -> when its record expires; files are only removed once the record is gone.
+EXPIRY_KEY = "predictq:jobs:expiry"
 # Jobs per "<kind>:<status>", moved with each record in the same transaction, so /metrics
 # can report them from any process without scanning job keys.
 STATS_KEY = "predictq:stats:jobs"
@@ -58,7 +61,7 @@ class JobStore:
     client : redis.Redis
         Any redis-py compatible client (``fakeredis`` in unit tests).
     retention_s : int
-        How long a record lives; its files are removed with it (see ``expired_jobs``).
+        How long a record lives; its files are removed with it (see ``expired_job_ids``).
     """
 
     def __init__(self, client: redis.Redis, retention_s: int):
@@ -81,6 +84,7 @@ class JobStore:
             pipe.expire(key, self.retention_s)
             pipe.hincrby(STATS_KEY, _stat(kind, QUEUED), 1)
             pipe.sadd(ACTIVE_KEY, job_id)
+            pipe.zadd(EXPIRY_KEY, {job_id: time.time() + self.retention_s})
             pipe.execute()
         return self.get(job_id)
 
@@ -129,7 +133,10 @@ class JobStore:
     def succeed(self, job_id: str, **fields: Any) -> bool:
         moved = self.transition(job_id, ACTIVE, SUCCEEDED, finished_at=now_iso(), **fields)
         if moved:
-            self.client.expire(self._key(job_id), self.retention_s)
+            with self.client.pipeline() as pipe:
+                pipe.expire(self._key(job_id), self.retention_s)
+                pipe.zadd(EXPIRY_KEY, {job_id: time.time() + self.retention_s})
+                pipe.execute()
         return moved
 
     def fail(self, job_id: str, error: str) -> bool:
@@ -173,6 +180,16 @@ class JobStore:
     def release(self, job_id: str, step: str) -> None:
         """Give up a claim whose step was lost, so the step can be claimed and sent again."""
         self.client.delete(f"{self._key(job_id)}:claim:{step}")
+
+    def expired_job_ids(self, now: float | None = None) -> list[str]:
+        """Jobs whose record has expired: their files are due for removal."""
+        due = self.client.zrangebyscore(EXPIRY_KEY, "-inf", now if now is not None else time.time())
+        ids = [v.decode() if isinstance(v, bytes) else v for v in due]
+        # A record whose retention was extended after its entry was read is still alive.
+        return [job_id for job_id in ids if not self.exists(job_id)]
+
+    def files_removed(self, job_id: str) -> None:
+        self.client.zrem(EXPIRY_KEY, job_id)
 
     def active_job_ids(self) -> list[str]:
         """Ids in the set of queued and running jobs (it may still hold ids of expired records)."""

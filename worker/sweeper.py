@@ -21,9 +21,11 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from shared.batch import JobFiles
 from shared.errors import JobNotFound
 from shared.jobs import ACTIVE, FINALIZE, SCORE, SPLIT, JobStore, Recovery, is_stalled, lost_step
 from shared.settings import Settings
+from shared.storage import Storage, open_storage
 from worker.celery_app import FINALIZE_TASK, SCORE_TASK, SPLIT_TASK
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,18 @@ def sweep(app: Celery, jobs: JobStore, stall_after_s: float, now: datetime | Non
     return sent
 
 
+def remove_expired_job_files(
+    jobs: JobStore, storage: Storage, settings: Settings, now: float | None = None
+) -> list[str]:
+    """Delete the input and result files of jobs whose records have expired; return their ids."""
+    removed = jobs.expired_job_ids(now)
+    for job_id in removed:
+        JobFiles(settings.jobs_dir, job_id, storage).remove()
+        jobs.files_removed(job_id)
+        log.info("removed the files of expired job", extra={"job_id": job_id})
+    return removed
+
+
 def _resend(app: Celery, jobs: JobStore, job_id: str, recovery: Recovery) -> None:
     if recovery.step == SPLIT:
         app.send_task(SPLIT_TASK, args=[job_id])
@@ -119,6 +133,7 @@ class Sweeper:
         self.settings = settings
         self.client = client
         self.jobs = JobStore(client, settings.job_retention_s)
+        self.storage = open_storage(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="predictq-sweeper", daemon=True)
@@ -138,6 +153,7 @@ class Sweeper:
         if not self.client.set(SWEEP_LOCK, self.owner, nx=True, ex=interval_s):
             return False
         sweep(self.app, self.jobs, self.settings.job_stall_after_s)
+        remove_expired_job_files(self.jobs, self.storage, self.settings)
         return True
 
     def _run(self) -> None:

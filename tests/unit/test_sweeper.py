@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from celery import Celery
 from pydantic import ValidationError
 
+from shared.batch import JobFiles, write_json_input
 from shared.jobs import ACTIVE_KEY, FINALIZE, RUNNING, SCORE, SPLIT, JobStore, Recovery, is_stalled, lost_step
 from shared.serving import ModelCache
 from shared.settings import Settings
@@ -19,7 +21,7 @@ from shared.storage import LocalStorage
 from shared.store import ModelStore
 from worker.celery_app import BATCH_QUEUE, FINALIZE_TASK, SCORE_TASK, SPLIT_TASK, TRAINING_QUEUE, make_celery
 from worker.context import WorkerContext
-from worker.sweeper import SWEEP_LOCK, Sweeper, sweep
+from worker.sweeper import SWEEP_LOCK, Sweeper, remove_expired_job_files, sweep
 
 STALL_S = 900
 RETENTION_S = 3600
@@ -271,3 +273,25 @@ def test_stall_threshold_must_outlast_the_batch_hard_limit(tmp_path: Path) -> No
     assert Settings(data_dir=tmp_path, batch_time_limit_s=660, job_stall_after_s=661).job_stall_after_s == 661
     with pytest.raises(ValidationError, match="PREDICTQ_JOB_STALL_AFTER_S"):
         Settings(data_dir=tmp_path, batch_time_limit_s=660, job_stall_after_s=660)
+
+
+def test_files_of_expired_jobs_are_removed_and_live_jobs_keep_theirs(
+    jobs: JobStore, redis_client: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """Once a job's record has expired, a sweep deletes its files; a job still on record keeps them."""
+    storage = LocalStorage(settings.data_dir)
+    for job_id in ("expired", "alive"):
+        jobs.create(job_id, "batch")
+        files = JobFiles(settings.jobs_dir, job_id, storage)
+        write_json_input(files, [{"x": 1}])
+        assert files.exists(files.input_json)
+    redis_client.delete("predictq:job:expired")  # what the retention TTL does
+    removed = remove_expired_job_files(jobs, storage, settings)
+    assert removed == []  # not yet due: retention has not passed
+
+    future = time.time() + settings.job_retention_s + 1
+    assert jobs.expired_job_ids(now=future) == ["expired"]
+    assert remove_expired_job_files(jobs, storage, settings, now=future) == ["expired"]
+    assert not (settings.jobs_dir / "expired").exists()
+    assert JobFiles(settings.jobs_dir, "alive", storage).exists(settings.jobs_dir / "alive" / "input.json")
+    assert jobs.expired_job_ids(now=future) == []
