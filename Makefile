@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test test-unit test-integration lint format clean system-deps
+.PHONY: install run test test-unit test-integration lint format clean system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "predictq needs Python 3.11 or newer")'
@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/predictq train --if-missing
-	$(BIN)/predictq serve
+	$(BIN)/predictq up
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, has_request_context, json, request
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import errors as domain
@@ -72,7 +73,13 @@ def handle_unexpected(exc: Exception) -> Response:
     return problem(500, "Internal server error", "The server failed to handle this request; the error was logged")
 
 
+def handle_queue_down(exc: RedisError) -> Response:
+    log.error("job store unreachable: %s", exc)
+    return handle_domain_error(domain.ServiceUnavailable("The job queue (Redis) cannot be reached; try again shortly"))
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(domain.PredictqError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(RedisError, handle_queue_down)
     app.register_error_handler(Exception, handle_unexpected)

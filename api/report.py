@@ -1,21 +1,20 @@
 """A model version's report as one self-contained HTML page: metrics and plots rendered here.
 
-Plots are drawn with matplotlib's Agg backend and embedded as PNG data URLs, so the page
-needs no JavaScript and loads nothing from elsewhere.
+Plots are drawn with matplotlib's object API (a ``Figure`` per plot, no pyplot state, so
+request threads never share a figure) and embedded as PNG data URLs: the page needs no
+JavaScript and loads nothing from elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
-
-import matplotlib.pyplot as plt
 import numpy as np
 from flask import render_template
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from shared.traffic import UNSEEN
 
@@ -23,17 +22,17 @@ TRAINING_COLOUR = "#4C72B0"
 TRAFFIC_COLOUR = "#DD8452"
 
 
-def _png(figure: plt.Figure) -> str:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def confusion_plot(diagnostics: dict) -> str:
     labels = [str(v) for v in diagnostics["labels"]]
     matrix = np.array(diagnostics["confusion_matrix"])
-    figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2), layout="constrained")
+    figure = Figure(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2), layout="constrained")
+    axes = figure.subplots()
     axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     axes.set_yticks(range(len(labels)), labels)
@@ -49,7 +48,8 @@ def confusion_plot(diagnostics: dict) -> str:
 def residual_plot(diagnostics: dict) -> str:
     actual = np.array(diagnostics["actual"])
     predicted = np.array(diagnostics["predicted"])
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
     left.scatter(actual, predicted, s=10, alpha=0.6, color=TRAINING_COLOUR)
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     left.plot([low, high], [low, high], color="grey", linewidth=1)
@@ -66,7 +66,8 @@ def feature_plots(features: list[dict], traffic: dict | None) -> str:
     """One figure, a panel per feature: its training distribution beside what traffic sent."""
     columns = 2
     rows = -(-len(features) // columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(11, 3.2 * rows), squeeze=False, layout="constrained")
+    figure = Figure(figsize=(11, 3.2 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
     seen = (traffic or {}).get("features", {})
     for axes, feature in zip(grid.flat, features, strict=False):
         counts = seen.get(feature["name"])
@@ -76,7 +77,7 @@ def feature_plots(features: list[dict], traffic: dict | None) -> str:
     return _png(figure)
 
 
-def _feature_panel(axes: plt.Axes, feature: dict, traffic: dict | None) -> None:
+def _feature_panel(axes: Axes, feature: dict, traffic: dict | None) -> None:
     stats = feature["stats"]
     if feature["kind"] == "numeric":
         edges = stats.get("histogram", {}).get("edges", [])
@@ -125,5 +126,7 @@ def render_report(manifest: dict, traffic: dict | None, active: bool) -> str:
         quality_plot=quality_plot,
         features_plot=feature_plots(features, traffic),
         traffic_rows=(traffic or {}).get("rows", 0),
+        # The file's name only: the server's own directory layout is nobody's business.
+        training_file=Path(manifest["training_data"]["path"]).name,
         active=active,
     )

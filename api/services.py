@@ -9,15 +9,13 @@ import redis
 from celery import Celery
 from flask import current_app
 
-from shared.jobs import JobStore
+from shared.jobs import JobStore, job_store_client
 from shared.serving import ActiveModel, ModelCache
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.store import LoadedModel, ModelStore
 from shared.traffic import TrafficMonitor
-from worker.celery_app import broker_url, make_celery
-
-REDIS_TIMEOUT_S = 5.0
+from worker.celery_app import make_celery
 
 
 @dataclass
@@ -49,10 +47,7 @@ class Services:
     @property
     def jobs(self) -> JobStore:
         if self._jobs is None:
-            # Bounded, so a hung Redis fails a job request or a scrape instead of stalling it.
-            client = self.redis_client or redis.Redis.from_url(
-                broker_url(self.settings), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-            )
+            client = self.redis_client or job_store_client(self.settings)
             self._jobs = JobStore(client, self.settings.job_retention_s)
         return self._jobs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import IO, get_args
@@ -41,6 +42,8 @@ def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: 
         services.celery.send_task(task, args=[job_id])
     except (RedisError, OperationalError) as exc:
         files.remove()
+        with contextlib.suppress(RedisError, PredictqError):
+            services.jobs.fail(job_id, "the job could not be queued; submit it again")  # no ghost in the queue
         log.error("cannot queue job %s: %s", job_id, exc)
         raise ServiceUnavailable("The job queue (Redis) cannot be reached; try again shortly") from exc
     except ServiceUnavailable:
@@ -126,8 +129,8 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
         _check_estimator(fields.get("estimator"), [task] if task else ["classification", "regression"], params)
         if upload is not None:
             files.store(files.training_csv)  # the worker that trains fetches it from there
-    except PredictqError:
-        files.remove()
+    except BaseException:
+        files.remove()  # a refused or broken upload leaves nothing behind
         raise
     options = {
         "data_path": str(Path(data_path).resolve()),

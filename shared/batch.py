@@ -21,7 +21,7 @@ import pandas as pd
 from shared.errors import BadRequest, FieldError, InvalidInput, PayloadTooLarge
 from shared.inputs import check_columns
 from shared.schema import FeatureSchema
-from shared.serving import score_frame
+from shared.serving import has_probabilities, score_frame
 from shared.storage import LocalStorage, Storage
 from shared.store import LoadedModel
 
@@ -188,9 +188,10 @@ def _input_chunks(files: JobFiles, chunk_rows: int, id_column: str | None) -> It
     if files.exists(files.input_json):
         with files.open(files.input_json) as handle:
             rows = json.load(handle)
+        # One column list for every chunk: the CSV result has a single header.
+        columns = list(dict.fromkeys(key for row in rows for key in row))
         for start in range(0, len(rows), chunk_rows):
             part = rows[start : start + chunk_rows]
-            columns = list(dict.fromkeys(key for row in part for key in row))
             yield pd.DataFrame({c: pd.Series([row.get(c) for row in part], dtype=object) for c in columns})
     else:
         dtype = {id_column: str} if id_column else None  # carried through unchanged: "007" stays "007"
@@ -239,7 +240,8 @@ def write_results(files: JobFiles, chunks: int, model: LoadedModel, job_id: str,
     file; result.json is then joined from those. Both are stored once complete, the chunks removed.
     """
     quality: dict[str, dict[str, int]] = {}
-    keys = ["predictions"] + (["probabilities"] if model.classes else []) + ["warnings"]
+    with_probabilities = has_probabilities(model)
+    keys = ["predictions"] + (["probabilities"] if with_probabilities else []) + ["warnings"]
     keys += ["ids"] if id_column else []
     with tempfile.TemporaryDirectory(dir=files.create().dir, prefix=".join-") as scratch_dir:
         scratch = Path(scratch_dir)
@@ -257,7 +259,7 @@ def write_results(files: JobFiles, chunks: int, model: LoadedModel, job_id: str,
                         arrays[key].write((", " if started[key] else "") + json.dumps(output[key])[1:-1])
                         started[key] = True
                 frame[PREDICTION_COLUMN] = output["predictions"]
-                for label in model.classes or []:
+                for label in model.classes if with_probabilities else []:
                     frame[f"{PROBABILITY_PREFIX}{label}"] = [p[str(label)] for p in output["probabilities"]]
                 frame.to_csv(csv_out, header=chunk == 0, index=False)
 
@@ -271,6 +273,10 @@ def write_results(files: JobFiles, chunks: int, model: LoadedModel, job_id: str,
             out.write("}")
         files.store(scratch / files.result_csv.name, files.result_csv)
         files.store(scratch / files.result_json.name, files.result_json)
+    return quality
+
+
+def remove_chunks(files: JobFiles) -> None:
+    """Delete a job's chunk files, once its result is stored and the job marked succeeded."""
     files.storage.delete_prefix(files.key(files.chunks_dir))
     files.drop_empty_scratch()
-    return quality

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import redis
 
-from shared.errors import JobNotFinished, JobNotFound
+from shared.errors import JobNotFinished, JobNotFound, ServiceUnavailable
 
 JobKind = Literal["batch", "retrain"]
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -51,6 +51,21 @@ def now_iso() -> str:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+REDIS_TIMEOUT_S = 5.0
+
+
+def job_store_client(settings) -> redis.Redis:
+    """The Redis holding job records, for API, workers and sweeper alike.
+
+    Bounded, so a hung Redis fails a request, task or sweep instead of stalling it.
+    """
+    if not settings.redis_url:
+        raise ServiceUnavailable("No queue is configured: set PREDICTQ_REDIS_URL (the local runner does it for you)")
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
 
 
 class JobStore:

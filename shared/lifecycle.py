@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -18,9 +19,16 @@ ActivationRule = Literal["if_better", "always", "never"]
 
 
 def train_version(
-    store: ModelStore, data_path: Path, options: TrainingOptions, activate: ActivationRule = "always"
+    store: ModelStore,
+    data_path: Path,
+    options: TrainingOptions,
+    activate: ActivationRule = "always",
+    still_wanted: Callable[[], bool] | None = None,
 ) -> dict:
     """Train on ``data_path``, save an immutable version, and activate it by ``activate``.
+
+    ``still_wanted``, when given, is asked right before activating: a job cancelled while
+    training keeps its version saved but never made active.
 
     Returns a JSON-ready account: the new version, its metrics, which versions were
     compared on which score, and whether it was promoted and why.
@@ -30,6 +38,8 @@ def train_version(
     data_info = {"path": str(data_path), "sha256": file_sha256(data_path), "rows": len(frame)}
     version = store.save(trained, data_info)
     decision = _decide(store, trained, activate)
+    if decision["promoted"] and still_wanted is not None and not still_wanted():
+        decision = {**decision, "promoted": False, "reason": "the job was cancelled before activation"}
     if decision["promoted"]:
         store.activate(version)
         log.info("activated model %s: %s", version, decision["reason"])

@@ -20,6 +20,11 @@ from shared.values import to_json_value
 log = logging.getLogger(__name__)
 
 
+def has_probabilities(model: LoadedModel) -> bool:
+    """Whether answers carry class probabilities: classifiers that can estimate them."""
+    return model.task == "classification" and hasattr(model.pipeline, "predict_proba")
+
+
 def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list, list[dict] | None]:
     """The one call into the model: labels or numbers, and class probabilities.
 
@@ -29,7 +34,7 @@ def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list,
     # prepare() already refused infinities, so scikit-learn's own finiteness scans (a fifth
     # of a one-row call) are skipped; NaN stays legal for the imputers either way.
     with sklearn.config_context(assume_finite=True):
-        if model.task == "classification" and hasattr(model.pipeline, "predict_proba"):
+        if has_probabilities(model):
             probabilities = model.pipeline.predict_proba(frame)
         else:
             return [to_json_value(v) for v in model.pipeline.predict(frame)], None
@@ -115,15 +120,21 @@ class ActiveModel:
             return  # another thread is already checking; serve the current model
         try:
             self._checked_at = time.monotonic()
-            version = self.store.active_version()
-            if version is None or (self._current and self._current.version == version):
-                return
+            version = None
             try:
+                version = self.store.active_version()
+                if version is None or (self._current and self._current.version == version):
+                    return
                 self._current = self.store.load(version)
                 self.last_error = None
                 log.info("serving model %s", version)
             except PredictqError as exc:
                 self.last_error = f"Active model {version} cannot be loaded: {exc.detail}"
                 log.error(self.last_error)
+            except Exception as exc:
+                # Storage away for a moment, or a pickle that will not load here: whatever it
+                # is, the model already in memory keeps answering.
+                self.last_error = f"Active model {version} cannot be loaded: {type(exc).__name__}: {exc}"
+                log.exception(self.last_error)
         finally:
             self._lock.release()

@@ -131,6 +131,27 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _time_limits_are_ordered(self) -> Settings:
+        # The soft limit must come first so the task can fail its job cleanly; the broker must
+        # not hand an unacknowledged task to another worker while it may still be running.
+        pairs = [
+            ("BATCH", self.batch_soft_time_limit_s, self.batch_time_limit_s),
+            ("TRAINING", self.training_soft_time_limit_s, self.training_time_limit_s),
+        ]
+        for name, soft, hard in pairs:
+            if soft >= hard:
+                raise ValueError(
+                    f"PREDICTQ_{name}_SOFT_TIME_LIMIT_S ({soft}) must be below PREDICTQ_{name}_TIME_LIMIT_S ({hard})"
+                )
+        longest = max(self.batch_time_limit_s, self.training_time_limit_s)
+        if self.broker_visibility_timeout_s <= longest:
+            raise ValueError(
+                f"PREDICTQ_BROKER_VISIBILITY_TIMEOUT_S ({self.broker_visibility_timeout_s}) must exceed "
+                f"the longest hard time limit ({longest})"
+            )
+        return self
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

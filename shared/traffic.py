@@ -1,8 +1,8 @@
-"""What production traffic sent, binned like the training data, for the model report.
+"""What ``POST /predict`` traffic sent, binned like the training data, for the model report.
 
-Each process counts in memory and writes its counts to one small file per model version
-at most every ``flush_interval_s``; the report adds up every process's file, so API
-replicas and batch workers sharing the data directory all show up.
+Each API process counts in memory and writes its counts to one small file per model
+version at most every ``flush_interval_s``; the report adds up every process's file, so
+all API replicas sharing the data directory show up.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,7 +171,9 @@ def evaluate(pipeline: Pipeline, task: Task, features: pd.DataFrame, target: pd.
     if hasattr(pipeline, "predict_proba"):
         probabilities = pipeline.predict_proba(features)
         classes = pipeline.classes_
-        result["log_loss"] = float(skm.log_loss(target, probabilities, labels=classes))
+        # Undefined when the holdout holds a class the model never saw: leave it out.
+        with contextlib.suppress(ValueError):
+            result["log_loss"] = float(skm.log_loss(target, probabilities, labels=classes))
         if len(classes) == 2 and target.nunique() == 2:
             result["roc_auc"] = float(skm.roc_auc_score(target == classes[1], probabilities[:, 1]))
     return result

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
-from shared.jobs import JobStore
+from shared.jobs import JobStore, job_store_client
 from shared.serving import ModelCache
 from shared.settings import Settings
 from shared.storage import Storage
@@ -24,7 +24,7 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
-        client = redis.Redis.from_url(settings.redis_url)
+        client = job_store_client(settings)
         store = ModelStore.from_settings(settings)
         return cls(settings, client, JobStore(client, settings.job_retention_s), store, ModelCache(store))
 

@@ -23,7 +23,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared.batch import JobFiles
 from shared.errors import JobNotFound
-from shared.jobs import ACTIVE, FINALIZE, SCORE, SPLIT, JobStore, Recovery, is_stalled, lost_step
+from shared.jobs import ACTIVE, FINALIZE, SCORE, SPLIT, JobStore, Recovery, is_stalled, job_store_client, lost_step
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from worker.celery_app import FINALIZE_TASK, SCORE_TASK, SPLIT_TASK
@@ -180,7 +180,7 @@ def install_sweeper(app: Celery, settings: Settings) -> None:
         if os.getpid() != main_pid or running:
             return
         # Its own Redis client: nothing the pool processes forked from this one inherit in use.
-        sweeper = Sweeper(app, settings, redis.Redis.from_url(settings.redis_url))
+        sweeper = Sweeper(app, settings, job_store_client(settings))
         running.append(sweeper)
         sweeper.start()
         log.info(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import LockError
 
-from shared.batch import JobFiles, score_chunk, split_input, write_results
+from shared.batch import JobFiles, remove_chunks, score_chunk, split_input, write_results
 from shared.errors import JobNotFound, PredictqError
-from shared.jobs import ACTIVE
+from shared.jobs import ACTIVE, FINALIZE, RUNNING
 from shared.lifecycle import train_version
 from shared.logs import bind_context
 from shared.training import TrainingOptions
@@ -99,7 +101,7 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
         )
         raise
     done = context.jobs.record_chunk(job_id, chunk, rows)
-    if done == record["chunks"] and context.jobs.claim(job_id, "finalize"):
+    if done == record["chunks"] and context.jobs.claim(job_id, FINALIZE):
         self.app.send_task(FINALIZE_TASK, args=[job_id])
 
 
@@ -125,7 +127,10 @@ def finalize_batch(self, job_id: str) -> None:
             job_id, f"joining the results failed with an internal error ({type(exc).__name__}); see worker logs"
         )
         raise
+    # Marked succeeded before the chunks go: a crash in between leaves spare files (removed
+    # with the job), never a finished job that a redelivered finalize would fail.
     context.jobs.succeed(job_id, quality=quality)
+    remove_chunks(files)
 
 
 @shared_task(name=RETRAIN_TASK, bind=True, max_retries=None)
@@ -140,16 +145,24 @@ def retrain(self, job_id: str) -> None:
         # Another retrain holds the lock: wait in the queue rather than in a worker slot.
         raise self.retry(countdown=RETRAIN_LOCK_RETRY_S)
     try:
-        context.jobs.start(job_id)
+        if not context.jobs.start(job_id):
+            return  # cancelled while it waited for the lock
         options = dict(record["options"])
         data_path = Path(options.pop("data_path"))
         activate = options.pop("activate")
+
+        def still_wanted() -> bool:
+            return context.jobs.get(job_id)["status"] == RUNNING
+
+        def run(path: Path) -> dict:
+            return train_version(context.store, path, TrainingOptions(**options), activate, still_wanted)
+
         if options.pop("data_uploaded", False):  # stored by the API, maybe on another host
             files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
-            with files.local_copy(files.training_csv) as data_path:
-                result = train_version(context.store, data_path, TrainingOptions(**options), activate)
+            with files.local_copy(files.training_csv) as local_path:
+                result = run(local_path)
         else:
-            result = train_version(context.store, data_path, TrainingOptions(**options), activate)
+            result = run(data_path)
         context.jobs.succeed(job_id, result=result, model_version=result["version"])
     except PredictqError as exc:
         context.jobs.fail(job_id, _describe(exc))
@@ -159,4 +172,5 @@ def retrain(self, job_id: str) -> None:
         context.jobs.fail(job_id, f"training failed with an internal error ({type(exc).__name__}); see worker logs")
         raise
     finally:
-        lock.release()
+        with contextlib.suppress(LockError):  # expired under a run longer than its timeout
+            lock.release()

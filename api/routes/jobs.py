@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from flask import Blueprint, request, send_file, url_for
@@ -11,10 +12,19 @@ from api.bodies import instances_of, json_object
 from api.services import services
 from api.submission import submit_csv, submit_instances
 from shared.batch import JobFiles
-from shared.errors import BadRequest
+from shared.errors import BadRequest, JobNotFound
 from shared.jobs import SUCCEEDED
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+# Job ids are uuid4 hex; anything else cannot name a job (nor reach other Redis keys).
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _require_job_id(job_id: str) -> None:
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFound(f"No job {job_id!r}")
+
 
 CSV_TYPES = ("text/csv", "application/csv")
 
@@ -78,18 +88,21 @@ def submit_job():
 @bp.get("/<job_id>")
 def show_job(job_id: str):
     require_client()
+    _require_job_id(job_id)
     return job_view(services().jobs.get(job_id))
 
 
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str):
     require_client()
+    _require_job_id(job_id)
     return job_view(services().jobs.cancel(job_id))
 
 
 @bp.get("/<job_id>/result")
 def job_result(job_id: str):
     require_client()
+    _require_job_id(job_id)
     svc = services()
     record = svc.jobs.require_finished(job_id)
     if record["kind"] == "retrain":

@@ -24,7 +24,7 @@ import requests
 
 from api import create_app
 from predictq.redis_server import free_port
-from shared.batch import JobFiles, score_chunk, split_input, write_results
+from shared.batch import JobFiles, remove_chunks, score_chunk, split_input, write_results
 from shared.errors import ModelIntegrityError
 from shared.jobs import JobStore
 from shared.lifecycle import train_version
@@ -326,6 +326,7 @@ def test_batch_job_runs_across_hosts_without_a_shared_disk(
     join_files = JobFiles(worker_b.jobs_dir, job_id, open_storage(worker_b))
     quality = write_results(join_files, chunks, models["b"], job_id, record["id_column"])
     assert jobs.succeed(job_id, quality=quality)
+    remove_chunks(join_files)
 
     assert object_keys(f"jobs/{job_id}/") == [
         f"jobs/{job_id}/{name}" for name in ("input.csv", "result.csv", "result.json")

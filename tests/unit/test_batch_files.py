@@ -14,6 +14,7 @@ import pytest
 from shared.batch import (
     COPY_BLOCK_BYTES,
     JobFiles,
+    remove_chunks,
     save_upload,
     score_chunk,
     split_input,
@@ -82,7 +83,9 @@ def run_batch(files: JobFiles, model: LoadedModel, chunk_rows: int, id_column: s
     rows, chunks = split_input(files, chunk_rows, id_column)
     scored = [score_chunk(files, chunk, model, chunk_rows, id_column) for chunk in range(chunks)]
     assert sum(scored) == rows
-    return write_results(files, chunks, model, "job1", id_column)
+    quality = write_results(files, chunks, model, "job1", id_column)
+    remove_chunks(files)
+    return quality
 
 
 def as_instances(frame: pd.DataFrame) -> list[dict]:
@@ -345,8 +348,8 @@ def test_rescoring_a_chunk_leaves_the_result_unchanged(files: JobFiles, model: L
     assert files.result_csv.read_bytes() == result_csv
 
 
-def test_write_results_removes_chunk_files(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
-    """After joining, only the input and the two result files remain in the job directory."""
+def test_finalising_removes_chunk_files(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
+    """After joining and removing the chunks, only the input and the two result files remain."""
     write_json_input(files, as_instances(rows))
     run_batch(files, model, chunk_rows=4, id_column=None)
     assert sorted(p.name for p in files.dir.iterdir()) == ["input.json", "result.csv", "result.json"]
@@ -367,6 +370,7 @@ def test_batch_on_object_storage_needs_no_shared_disk(model: LoadedModel, rows: 
     for chunk in range(chunks):
         score_chunk(host_a if chunk % 2 else host_b, chunk, model, 4, "penguin_id")
     quality = write_results(host_b, chunks, model, "job1", "penguin_id")
+    remove_chunks(host_b)
 
     assert (rows_total, chunks, quality) == (10, 3, expected_quality)
     assert storage.read_bytes("jobs/job1/result.json") == local.result_json.read_bytes()
