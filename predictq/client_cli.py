@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from tqdm import tqdm
@@ -47,6 +48,9 @@ class Failure(click.ClickException):
         click.echo(self.format_message(), err=True, file=file)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def stored_token(settings: Settings) -> str | None:
     """The server's token as this machine's settings know it: PREDICTQ_ADMIN_TOKEN, else <data dir>/admin_token."""
     if settings.admin_token:
@@ -77,7 +81,9 @@ def uses_client(func: Callable[..., Any]) -> Callable[..., Any]:
         settings = click.get_current_context().find_root().obj
         if not isinstance(settings, Settings):
             settings = load_settings()
-        with PredictqClient(url, token or stored_token(settings)) as client:
+        # This machine's own token goes only to a server on this machine, never to another host.
+        local = urlsplit(url).hostname in LOOPBACK_HOSTS
+        with PredictqClient(url, token or (stored_token(settings) if local else None)) as client:
             try:
                 return func(client, *args, **kwargs)
             except ProblemError as exc:

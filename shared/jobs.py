@@ -170,12 +170,19 @@ class JobStore:
         """Count a scored chunk once, however often it is delivered; return chunks done."""
         key = self._key(job_id)
         chunks_key = f"{key}:chunks"
-        if self.client.sadd(chunks_key, chunk):
-            with self.client.pipeline() as pipe:
-                pipe.hincrby(key, "done", rows)
-                pipe.hset(key, "progress_at", now_iso())
-                pipe.execute()
-        self.client.expire(chunks_key, self.retention_s)
+
+        def count_once(pipe: redis.client.Pipeline) -> None:
+            # The set membership and the row count move together or not at all, and never
+            # on a record that has expired meanwhile.
+            if pipe.sismember(chunks_key, chunk) or not pipe.exists(key):
+                return
+            pipe.multi()
+            pipe.sadd(chunks_key, chunk)
+            pipe.expire(chunks_key, self.retention_s)
+            pipe.hincrby(key, "done", rows)
+            pipe.hset(key, "progress_at", now_iso())
+
+        self.client.transaction(count_once, chunks_key, key)
         return int(self.client.scard(chunks_key))
 
     def chunk_done(self, job_id: str, chunk: int) -> bool:

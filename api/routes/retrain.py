@@ -31,7 +31,8 @@ def retrain():
         except json.JSONDecodeError as exc:
             raise BadRequest("'params' must be a JSON object") from exc
         return accepted(submit_retrain(svc, fields, upload.stream))
-    body = json_object() if request.content_length else {}
+    # An empty body means "all defaults"; a chunked one has no Content-Length but is still read.
+    body = json_object() if request.get_data(cache=True) else {}
     return accepted(submit_retrain(svc, body, None))
 
 
