@@ -113,8 +113,15 @@ class JobStore:
         return bool(self.client.exists(self._key(job_id)))
 
     def update(self, job_id: str, **fields: Any) -> None:
-        """Set fields without touching the status."""
-        self.client.hset(self._key(job_id), mapping=_encode(fields))
+        """Set fields without touching the status; a record that has expired stays gone."""
+        key = self._key(job_id)
+
+        def set_if_alive(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, mapping=_encode(fields))
+
+        self.client.transaction(set_if_alive, key)
 
     def transition(self, job_id: str, allowed_from: frozenset[str], to: str, **fields: Any) -> bool:
         """Move to status ``to`` if the current status is in ``allowed_from``; say whether it moved."""

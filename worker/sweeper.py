@@ -62,7 +62,7 @@ def sweep(app: Celery, jobs: JobStore, stall_after_s: float, now: datetime | Non
         except JobNotFound:  # expired: nothing left to recover
             jobs.forget(job_id)
             continue
-        if record["status"] not in ACTIVE:
+        if record.get("status") not in ACTIVE:  # finished, or a stray hash without a status
             jobs.forget(job_id)
             continue
         if not is_stalled(record, now, stall_after_s):
