@@ -8,20 +8,10 @@ from flask import request
 
 from api.services import services
 from shared.errors import Unauthorized
-from shared.settings import Settings
-
-
-def configured_token(settings: Settings) -> str | None:
-    """The token from settings, else the one the local runner stored under the data dir."""
-    if settings.admin_token:
-        return settings.admin_token
-    if settings.token_file.is_file():
-        return settings.token_file.read_text().strip() or None
-    return None
 
 
 def require_admin() -> None:
-    expected = configured_token(services().settings)
+    expected = services().settings.resolved_admin_token()
     if expected is None:
         raise Unauthorized("Admin endpoints are disabled: no token is configured (set PREDICTQ_ADMIN_TOKEN)")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")

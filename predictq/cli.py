@@ -92,10 +92,11 @@ def train(settings: Settings, config_file: Path | None, if_missing: bool, activa
     data_path = Path(pick("data_path") or file_options.get("data") or settings.dataset_path)
     params = file_options.get("params", {})
     params.update(parse_params(list(cli["params"])))
-    names = {
-        key: _split_names(cli[key]) if cli[key] else file_options.get(key)
-        for key in ("numeric", "categorical", "ignore")
-    }
+    names = {}
+    for key in ("numeric", "categorical", "ignore"):
+        given = cli[key] or file_options.get(key)
+        # A comma-separated string (flag or TOML) or a TOML list of names.
+        names[key] = _split_names(given) if isinstance(given, str) else given
     options = TrainingOptions(
         target=pick("target") or settings.dataset_target,
         task=pick("task"),
@@ -110,7 +111,7 @@ def train(settings: Settings, config_file: Path | None, if_missing: bool, activa
     try:
         result = train_version(store, data_path, options, activate)
     except PredictqError as exc:
-        raise click.ClickException(_describe(exc)) from exc
+        raise click.ClickException(exc.describe()) from exc
     click.echo(json.dumps(result, indent=2))
 
 
@@ -180,11 +181,6 @@ def _store(settings: Settings) -> ModelStore:
     from shared.store import ModelStore
 
     return ModelStore.from_settings(settings)
-
-
-def _describe(exc: PredictqError) -> str:
-    lines = [exc.detail] + [f"  row {e.row}, field {e.field}: {e.message}" for e in exc.errors]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -51,16 +51,6 @@ class Failure(click.ClickException):
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def stored_token(settings: Settings) -> str | None:
-    """The server's token as this machine's settings know it: PREDICTQ_ADMIN_TOKEN, else <data dir>/admin_token."""
-    if settings.admin_token:
-        return settings.admin_token
-    try:
-        return settings.token_file.read_text().strip() or None
-    except OSError:  # no file (another machine's server), or not ours to read
-        return None
-
-
 def uses_client(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --url and --token, pass a connected :class:`PredictqClient` first, and show client errors readably."""
 
@@ -83,7 +73,7 @@ def uses_client(func: Callable[..., Any]) -> Callable[..., Any]:
             settings = load_settings()
         # This machine's own token goes only to a server on this machine, never to another host.
         local = urlsplit(url).hostname in LOOPBACK_HOSTS
-        with PredictqClient(url, token or (stored_token(settings) if local else None)) as client:
+        with PredictqClient(url, token or (settings.resolved_admin_token() if local else None)) as client:
             try:
                 return func(client, *args, **kwargs)
             except ProblemError as exc:

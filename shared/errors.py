@@ -27,6 +27,11 @@ class PredictqError(Exception):
         self.detail = detail
         self.errors = errors or []
 
+    def describe(self, max_errors: int | None = None, separator: str = "\n  ") -> str:
+        """The detail followed by its faults, for a log line, a job's error or a terminal."""
+        faults = [f"row {e.row}, field {e.field}: {e.message}" for e in self.errors[:max_errors]]
+        return separator.join([self.detail, *faults])
+
 
 class BadRequest(PredictqError):
     """The request is not of the expected shape (not JSON, no ``instances``...)."""

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    def resolved_admin_token(self) -> str | None:
+        """PREDICTQ_ADMIN_TOKEN, else the token the local runner stored under the data dir."""
+        if self.admin_token:
+            return self.admin_token
+        try:
+            return self.token_file.read_text().strip() or None
+        except OSError:  # no file, or not ours to read
+            return None
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

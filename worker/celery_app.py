@@ -31,7 +31,6 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         # Job state lives in our own job records; Celery's result store is not needed.
         task_ignore_result=True,
-        result_expires=settings.job_retention_s,
         # Acknowledge after the task ran, and re-deliver if the worker process dies,
         # so a killed worker's chunk is scored by another instead of being lost.
         task_acks_late=True,

@@ -26,8 +26,8 @@ RETRAIN_LOCK_RETRY_S = 5
 
 
 def _describe(exc: PredictqError) -> str:
-    faults = "; ".join(f"row {e.row}, field {e.field}: {e.message}" for e in exc.errors[:5])
-    return f"{exc.detail}: {faults}" if faults else exc.detail
+    """A job's error: the detail and its first few faults on one line."""
+    return exc.describe(max_errors=5, separator="; ")
 
 
 def _live_job(context, job_id: str) -> dict | None:

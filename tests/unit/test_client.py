@@ -310,10 +310,10 @@ def test_prediction_csv_has_the_columns_of_a_jobs_csv_result() -> None:
 
 def test_token_falls_back_to_settings_then_the_token_file(tmp_path: Path) -> None:
     """PREDICTQ_ADMIN_TOKEN wins; else <data dir>/admin_token; else none."""
-    assert client_cli.stored_token(Settings(data_dir=tmp_path)) is None
+    assert Settings(data_dir=tmp_path).resolved_admin_token() is None
     (tmp_path / "admin_token").write_text("from-file\n")
-    assert client_cli.stored_token(Settings(data_dir=tmp_path)) == "from-file"
-    assert client_cli.stored_token(Settings(data_dir=tmp_path, admin_token="from-env")) == "from-env"
+    assert Settings(data_dir=tmp_path).resolved_admin_token() == "from-file"
+    assert Settings(data_dir=tmp_path, admin_token="from-env").resolved_admin_token() == "from-env"
 
 
 def test_client_vocabulary_matches_the_server() -> None:
