@@ -56,6 +56,10 @@ def new_job_id() -> str:
 REDIS_TIMEOUT_S = 5.0
 
 
+def job_not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"No job {job_id!r} (unknown, or older than the retention period)")
+
+
 def job_store_client(settings) -> redis.Redis:
     """The Redis holding job records, for API, workers and sweeper alike.
 
@@ -106,7 +110,7 @@ class JobStore:
     def get(self, job_id: str) -> dict:
         raw = self.client.hgetall(self._key(job_id))
         if not raw:
-            raise JobNotFound(f"No job {job_id!r} (unknown, or older than the retention period)")
+            raise job_not_found(job_id)
         return _decode(raw)
 
     def exists(self, job_id: str) -> bool:

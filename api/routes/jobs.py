@@ -12,8 +12,8 @@ from api.bodies import instances_of, json_object
 from api.services import services
 from api.submission import submit_csv, submit_instances
 from shared.batch import JobFiles
-from shared.errors import BadRequest, JobNotFound
-from shared.jobs import SUCCEEDED
+from shared.errors import BadRequest
+from shared.jobs import SUCCEEDED, job_not_found
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -23,7 +23,7 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 def _require_job_id(job_id: str) -> None:
     if not JOB_ID.fullmatch(job_id):
-        raise JobNotFound(f"No job {job_id!r}")
+        raise job_not_found(job_id)
 
 
 CSV_TYPES = ("text/csv", "application/csv")
