@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from celery import shared_task
@@ -28,6 +29,33 @@ RETRAIN_LOCK_RETRY_S = 5
 def _describe(exc: PredictqError) -> str:
     """A job's error: the detail and its first few faults on one line."""
     return exc.describe(max_errors=5, separator="; ")
+
+
+class _Step:
+    """Whether a job step failed (and so failed its job)."""
+
+    failed = False
+
+
+@contextlib.contextmanager
+def _job_step(context, job_id: str, what: str, soft_limit_s: int, detail_prefix: str = "") -> Iterator[_Step]:
+    """Run one step of a job; any failure fails the job with a message a user can act on.
+
+    A domain error or the soft time limit ends the step (``failed`` is set); anything else
+    is an internal error, recorded on the job and raised again for the worker's log.
+    """
+    step = _Step()
+    try:
+        yield step
+    except PredictqError as exc:
+        context.jobs.fail(job_id, detail_prefix + _describe(exc))
+        step.failed = True
+    except SoftTimeLimitExceeded:
+        context.jobs.fail(job_id, f"{what} took longer than {soft_limit_s} s")
+        step.failed = True
+    except Exception as exc:
+        context.jobs.fail(job_id, f"{what} failed with an internal error ({type(exc).__name__}); see worker logs")
+        raise
 
 
 def _live_job(context, job_id: str) -> dict | None:
@@ -55,24 +83,14 @@ def split_batch(self, job_id: str) -> None:
         return
     context.jobs.start(job_id)
     chunk_rows = context.settings.job_chunk_rows
-    try:
+    # Failing the job on a soft limit matters here: some chunks may never have been queued,
+    # and a job left running would wait for them forever.
+    with _job_step(context, job_id, "splitting the input", context.settings.batch_soft_time_limit_s):
         files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
         rows, chunks = split_input(files, chunk_rows, record.get("id_column"))
         context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
         for chunk in range(chunks):
             self.app.send_task(SCORE_TASK, args=[job_id, chunk])
-    except PredictqError as exc:
-        context.jobs.fail(job_id, _describe(exc))
-        return
-    except SoftTimeLimitExceeded:
-        # Some chunks may never have been queued: left running, the job would wait for them forever.
-        context.jobs.fail(job_id, f"splitting the input took longer than {context.settings.batch_soft_time_limit_s} s")
-        return
-    except Exception as exc:
-        context.jobs.fail(
-            job_id, f"splitting the input failed with an internal error ({type(exc).__name__}); see worker logs"
-        )
-        raise
 
 
 @shared_task(name=SCORE_TASK, bind=True)
@@ -86,20 +104,12 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
         log.info("chunk %s of job %s is already scored; skipping", chunk, job_id)
         return
     files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
-    try:
+    limit_s = context.settings.batch_soft_time_limit_s
+    with _job_step(context, job_id, f"chunk {chunk}", limit_s, detail_prefix=f"chunk {chunk} failed: ") as step:
         model = context.models.get(record["model_version"])
         rows = score_chunk(files, chunk, model, int(record["chunk_rows"]), record.get("id_column"))
-    except PredictqError as exc:
-        context.jobs.fail(job_id, f"chunk {chunk} failed: {_describe(exc)}")
+    if step.failed:
         return
-    except SoftTimeLimitExceeded:
-        context.jobs.fail(job_id, f"chunk {chunk} took longer than {context.settings.batch_soft_time_limit_s} s")
-        return
-    except Exception as exc:
-        context.jobs.fail(
-            job_id, f"chunk {chunk} failed with an internal error ({type(exc).__name__}); see worker logs"
-        )
-        raise
     done = context.jobs.record_chunk(job_id, chunk, rows)
     if done == record["chunks"] and context.jobs.claim(job_id, FINALIZE):
         self.app.send_task(FINALIZE_TASK, args=[job_id])
@@ -113,20 +123,11 @@ def finalize_batch(self, job_id: str) -> None:
     if record is None:
         return
     files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
-    try:
+    with _job_step(context, job_id, "joining the results", context.settings.batch_soft_time_limit_s) as step:
         model = context.models.get(record["model_version"])
         quality = write_results(files, record["chunks"], model, job_id, record.get("id_column"))
-    except PredictqError as exc:
-        context.jobs.fail(job_id, _describe(exc))
+    if step.failed:
         return
-    except SoftTimeLimitExceeded:
-        context.jobs.fail(job_id, f"joining the results took longer than {context.settings.batch_soft_time_limit_s} s")
-        return
-    except Exception as exc:
-        context.jobs.fail(
-            job_id, f"joining the results failed with an internal error ({type(exc).__name__}); see worker logs"
-        )
-        raise
     # Marked succeeded before the chunks go: a crash in between leaves spare files (removed
     # with the job), never a finished job that a redelivered finalize would fail.
     context.jobs.succeed(job_id, quality=quality)
@@ -145,32 +146,31 @@ def retrain(self, job_id: str) -> None:
         # Another retrain holds the lock: wait in the queue rather than in a worker slot.
         raise self.retry(countdown=RETRAIN_LOCK_RETRY_S)
     try:
-        if not context.jobs.start(job_id):
-            return  # cancelled while it waited for the lock
-        options = dict(record["options"])
-        data_path = Path(options.pop("data_path"))
-        activate = options.pop("activate")
-
-        def still_wanted() -> bool:
-            return context.jobs.get(job_id)["status"] == RUNNING
-
-        def run(path: Path) -> dict:
-            return train_version(context.store, path, TrainingOptions(**options), activate, still_wanted)
-
-        if options.pop("data_uploaded", False):  # stored by the API, maybe on another host
-            files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
-            with files.local_copy(files.training_csv) as local_path:
-                result = run(local_path)
-        else:
-            result = run(data_path)
-        context.jobs.succeed(job_id, result=result, model_version=result["version"])
-    except PredictqError as exc:
-        context.jobs.fail(job_id, _describe(exc))
-    except SoftTimeLimitExceeded:
-        context.jobs.fail(job_id, f"training took longer than {context.settings.training_soft_time_limit_s} s")
-    except Exception as exc:
-        context.jobs.fail(job_id, f"training failed with an internal error ({type(exc).__name__}); see worker logs")
-        raise
+        with _job_step(context, job_id, "training", context.settings.training_soft_time_limit_s):
+            _train(context, job_id, record)
     finally:
         with contextlib.suppress(LockError):  # expired under a run longer than its timeout
             lock.release()
+
+
+def _train(context, job_id: str, record: dict) -> None:
+    """Train and record the outcome; activation as the job asked, unless it was cancelled meanwhile."""
+    if not context.jobs.start(job_id):
+        return  # cancelled while it waited for the lock
+    options = dict(record["options"])
+    data_path = Path(options.pop("data_path"))
+    activate = options.pop("activate")
+
+    def still_wanted() -> bool:
+        return context.jobs.get(job_id)["status"] == RUNNING
+
+    def run(path: Path) -> dict:
+        return train_version(context.store, path, TrainingOptions(**options), activate, still_wanted)
+
+    if options.pop("data_uploaded", False):  # stored by the API, maybe on another host
+        files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
+        with files.local_copy(files.training_csv) as local_path:
+            result = run(local_path)
+    else:
+        result = run(data_path)
+    context.jobs.succeed(job_id, result=result, model_version=result["version"])
