@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,35 @@ def has_probabilities(model: LoadedModel) -> bool:
     return model.task == "classification" and hasattr(model.pipeline, "predict_proba")
 
 
-def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list, list[dict] | None]:
-    """The one call into the model: labels or numbers, and class probabilities.
+@dataclass(frozen=True)
+class Scored:
+    """What scoring rows gave, kept as columns: no Python object per row.
+
+    ``predictions`` holds one label or number per row; ``probabilities`` one column per
+    class, in the order of ``classes`` (None for a regressor or a classifier without them).
+    """
+
+    prepared: PreparedInput
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+    classes: list | None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.classes or []]
+
+    def prediction_list(self) -> list:
+        return [to_json_value(v) for v in self.predictions]
+
+    def probability_rows(self) -> list[dict] | None:
+        if self.probabilities is None:
+            return None
+        names = self.class_names
+        return [dict(zip(names, row, strict=True)) for row in self.probabilities.tolist()]
+
+
+def predict_columns(model: LoadedModel, prepared: PreparedInput) -> Scored:
+    """The one call into the model: labels or numbers, and class probabilities, as arrays.
 
     Classifier labels are taken from the probabilities so the two always agree.
     """
@@ -34,23 +62,30 @@ def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list,
     # prepare() already refused infinities, so scikit-learn's own finiteness scans (a fifth
     # of a one-row call) are skipped; NaN stays legal for the imputers either way.
     with sklearn.config_context(assume_finite=True):
-        if has_probabilities(model):
-            probabilities = model.pipeline.predict_proba(frame)
-        else:
-            return [to_json_value(v) for v in model.pipeline.predict(frame)], None
-    classes = [to_json_value(c) for c in model.pipeline.classes_]
-    labels = [classes[i] for i in np.argmax(probabilities, axis=1)]
-    names = [str(c) for c in classes]
-    rows = [dict(zip(names, map(float, row), strict=True)) for row in probabilities]
-    return labels, rows
+        if not has_probabilities(model):
+            return Scored(prepared, np.asarray(model.pipeline.predict(frame)), None, None)
+        probabilities = np.asarray(model.pipeline.predict_proba(frame), dtype=np.float64)
+    classes = model.pipeline.classes_
+    return Scored(
+        prepared, classes[np.argmax(probabilities, axis=1)], probabilities, [to_json_value(c) for c in classes]
+    )
+
+
+def score_columns(model: LoadedModel, frame: pd.DataFrame, *, row_offset: int = 0) -> Scored:
+    """Coerce, check and score ``frame`` (a batch chunk or a request's rows)."""
+    return predict_columns(model, prepare(frame, model.schema, model.policy, row_offset=row_offset))
+
+
+def predict_prepared(model: LoadedModel, prepared: PreparedInput) -> tuple[list, list[dict] | None]:
+    scored = predict_columns(model, prepared)
+    return scored.prediction_list(), scored.probability_rows()
 
 
 def score_frame(
     model: LoadedModel, frame: pd.DataFrame, *, row_offset: int = 0
 ) -> tuple[PreparedInput, list, list[dict] | None]:
-    prepared = prepare(frame, model.schema, model.policy, row_offset=row_offset)
-    predictions, probabilities = predict_prepared(model, prepared)
-    return prepared, predictions, probabilities
+    scored = score_columns(model, frame, row_offset=row_offset)
+    return scored.prepared, scored.prediction_list(), scored.probability_rows()
 
 
 def prediction_response(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
