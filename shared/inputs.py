@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -99,44 +100,61 @@ def _to_category(value: Any, feature: Feature) -> str | _Invalid:
     return _Invalid(f"expected a category (string), got {type(value).__name__}")
 
 
-def _coerce_column(column: pd.Series, feature: Feature) -> tuple[pd.Series, list[tuple[int, str]]]:
-    """Return the coerced column and the (position, reason) of each value that failed."""
-    if feature.kind == "numeric" and ptypes.is_numeric_dtype(column) and not ptypes.is_bool_dtype(column):
-        values = column.astype("float64")
-        infinite = np.flatnonzero(np.isinf(values.to_numpy()))
-        return values, [(int(i), f"expected a finite number, got {float(values.iloc[i])!r}") for i in infinite]
+def _coerce_values(values: list, feature: Feature) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Coerce one column given as Python values; return the array and each (position, reason) that failed."""
     if feature.kind == "numeric":
-        converted = [_to_number(v) for v in column.astype(object)]
+        converted = [_to_number(v) for v in values]
     else:
-        converted = [_to_category(v, feature) for v in column.astype(object)]
+        converted = [_to_category(v, feature) for v in values]
     faults = [(i, v.reason) for i, v in enumerate(converted) if isinstance(v, _Invalid)]
     if faults:
         filler = math.nan if feature.kind == "numeric" else MISSING_CATEGORY
         converted = [filler if isinstance(v, _Invalid) else v for v in converted]
-    dtype = "float64" if feature.kind == "numeric" else object
-    return pd.Series(converted, index=column.index, dtype=dtype), faults
+    if feature.kind == "numeric":
+        return np.array(converted, dtype=np.float64), faults
+    array = np.empty(len(converted), dtype=object)
+    array[:] = converted
+    return array, faults
+
+
+def _coerce_column(column: pd.Series, feature: Feature) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """A frame's column coerced; a column pandas already parsed as numbers is converted in one step."""
+    if feature.kind == "numeric" and ptypes.is_numeric_dtype(column) and not ptypes.is_bool_dtype(column):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        infinite = np.flatnonzero(np.isinf(values))
+        return values, [(int(i), f"expected a finite number, got {float(values[i])!r}") for i in infinite]
+    return _coerce_values(column.astype(object).tolist(), feature)
 
 
 @dataclass
 class PreparedInput:
-    """Rows ready for the pipeline, plus a mask per (feature, warning kind).
+    """Rows ready for the model as one array per feature, plus a mask per (feature, warning kind).
 
-    ``original`` keeps numeric values as sent, so a clipped value is reported as it
-    arrived rather than as the pipeline saw it.
+    ``columns`` holds what the model sees (float64 for numeric features, after the ``clip``
+    policy; strings for categories, missing ones as :data:`MISSING_CATEGORY`). ``original``
+    keeps numeric values as sent, so a clipped value is reported as it arrived.
     """
 
-    frame: pd.DataFrame
+    columns: dict[str, np.ndarray]
     schema: FeatureSchema
+    rows: int
     flags: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     original: dict[str, np.ndarray] = field(default_factory=dict)
     policy: str = "warn"
     row_offset: int = 0
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The columns as a frame in feature order, for scikit-learn's own pipeline."""
+        return pd.DataFrame({name: self.columns[name] for name in self.schema.names})
 
     def warnings(self) -> list[dict]:
         """One entry per (row, feature) out of what training saw, rows in order."""
         found: list[tuple[int, int, dict]] = []
         order = {name: i for i, name in enumerate(self.schema.names)}
         for (name, kind), mask in self.flags.items():
+            if not mask.any():
+                continue
             feature = self.schema[name]
             for row in np.flatnonzero(mask):
                 found.append((int(row), order[name], self._warning(int(row), feature, kind)))
@@ -154,12 +172,12 @@ class PreparedInput:
 
     def _warning(self, row: int, feature: Feature, kind: str) -> dict:
         if feature.kind == "numeric":
-            raw = self.original[feature.name][row]
+            raw = float(self.original[feature.name][row])
             value = None if math.isnan(raw) else raw
         else:
-            raw = self.frame[feature.name].iloc[row]
+            raw = self.columns[feature.name][row]
             value = None if raw == MISSING_CATEGORY else raw
-        warning = {
+        return {
             "row": row + self.row_offset,
             "feature": feature.name,
             "kind": kind,
@@ -168,7 +186,36 @@ class PreparedInput:
             "training_max": feature.training_max,
             "detail": _describe(feature, kind, value, self.policy),
         }
-        return warning
+
+
+class _Faults:
+    """Faults in report order; only the first :data:`MAX_REPORTED_ERRORS` are built, all are counted.
+
+    A hostile body can hold millions of faults: building an object for each would cost
+    gigabytes before the list is cut to the ones a 422 shows.
+    """
+
+    def __init__(self) -> None:
+        self.shown: list[FieldError] = []
+        self.count = 0
+
+    def add(self, message: str, row: int | None = None, field: str | None = None) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_REPORTED_ERRORS:
+            self.shown.append(FieldError(message, row=row, field=field))
+
+    def add_many(self, count: int) -> None:
+        """Faults past the cap, counted without being built."""
+        self.count += count
+
+    @property
+    def full(self) -> bool:
+        return len(self.shown) >= MAX_REPORTED_ERRORS
+
+    def raise_any(self) -> None:
+        if self.count:
+            more = f" (first {len(self.shown)} listed)" if self.count > len(self.shown) else ""
+            raise InvalidInput(f"{self.count} value(s) do not fit the model's schema{more}", self.shown)
 
 
 def _describe(feature: Feature, kind: str, value: Any, policy: str) -> str:
@@ -184,8 +231,8 @@ def _describe(feature: Feature, kind: str, value: Any, policy: str) -> str:
     return f"{value} is {side} {bound}; {action}"
 
 
-def instances_to_frame(instances: Any, schema: FeatureSchema, *, allowed_extra: set[str] | None = None) -> pd.DataFrame:
-    """Check the JSON shape of ``instances`` and build an object frame in feature order.
+def _row_values(instances: Any, schema: FeatureSchema, allowed_extra: set[str] | None) -> dict[str, list]:
+    """Check the JSON shape of ``instances``; return each feature's values, in row order.
 
     Raises :class:`BadRequest` when the shape is wrong and :class:`InvalidInput` naming
     each row and field when a row lacks a feature, carries an unknown one, or holds a
@@ -193,27 +240,37 @@ def instances_to_frame(instances: Any, schema: FeatureSchema, *, allowed_extra: 
     """
     if not isinstance(instances, list) or not instances:
         raise BadRequest("'instances' must be a non-empty list of objects, one per row")
-    known = set(schema.names) | set(schema.ignored) | (allowed_extra or set())
-    errors: list[FieldError] = []
-    columns: dict[str, list] = {name: [] for name in schema.names}
+    names = schema.names
+    known = set(names) | set(schema.ignored) | (allowed_extra or set())
+    faults = _Faults()
+    columns: dict[str, list] = {name: [] for name in names}
+    appenders = [(name, columns[name].append) for name in names]
     for row, instance in enumerate(instances):
         if not isinstance(instance, dict):
-            errors.append(FieldError(f"row must be an object, got {type(instance).__name__}", row=row))
+            faults.add(f"row must be an object, got {type(instance).__name__}", row=row)
             continue
-        for name in instance.keys() - known:
-            errors.append(FieldError("unknown feature; the model does not take it", row=row, field=str(name)))
-        for name in schema.names:
-            if name not in instance:
-                errors.append(
-                    FieldError("missing required feature (send null for a missing value)", row=row, field=name)
-                )
+        if not known.issuperset(instance):
+            for name in instance.keys() - known:
+                faults.add("unknown feature; the model does not take it", row=row, field=str(name))
+        for name, append in appenders:
+            try:
+                value = instance[name]
+            except KeyError:
+                faults.add("missing required feature (send null for a missing value)", row=row, field=name)
                 continue
-            value = instance[name]
             if isinstance(value, float) and not math.isfinite(value):
-                errors.append(FieldError(f"expected a finite number, got {value!r}", row=row, field=name))
-            columns[name].append(value)
-    if errors:
-        raise _invalid(errors)
+                faults.add(f"expected a finite number, got {value!r}", row=row, field=name)
+            append(value)
+    faults.raise_any()
+    return columns
+
+
+def instances_to_frame(instances: Any, schema: FeatureSchema, *, allowed_extra: set[str] | None = None) -> pd.DataFrame:
+    """JSON rows as an object frame in feature order, for the vectorised path (batch jobs).
+
+    Checks the rows as :func:`prepare_rows` does, with the same errors.
+    """
+    columns = _row_values(instances, schema, allowed_extra)
     return pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
 
 
@@ -248,57 +305,83 @@ def prepare(frame: pd.DataFrame, schema: FeatureSchema, policy: str = "warn", *,
         out-of-range values under ``reject``.
     """
     check_columns(list(frame.columns), schema)
-    errors: list[FieldError] = []
-    prepared: dict[str, pd.Series] = {}
-    result = PreparedInput(frame=pd.DataFrame(), schema=schema, policy=policy, row_offset=row_offset)
-    for feature in schema.features:
-        values, faults = _coerce_column(frame[feature.name].reset_index(drop=True), feature)
-        errors.extend(FieldError(reason, row=row + row_offset, field=feature.name) for row, reason in faults)
+    coerced = {f.name: _coerce_column(frame[f.name], f) for f in schema.features}
+    return _checked(coerced, len(frame), schema, policy, row_offset)
+
+
+def prepare_rows(
+    instances: Any, schema: FeatureSchema, policy: str = "warn", *, allowed_extra: set[str] | None = None
+) -> PreparedInput:
+    """:func:`prepare` for JSON rows, with plain Python and numpy: no frame is built.
+
+    The answer, warnings and errors are those of ``prepare(instances_to_frame(...))``;
+    this is the path of small requests, where pandas' per-call cost would dominate.
+    """
+    columns = _row_values(instances, schema, allowed_extra)
+    coerced = {f.name: _coerce_values(columns[f.name], f) for f in schema.features}
+    return _checked(coerced, len(instances), schema, policy, 0)
+
+
+def _checked(
+    coerced: dict[str, tuple[np.ndarray, list[tuple[int, str]]]],
+    rows: int,
+    schema: FeatureSchema,
+    policy: str,
+    row_offset: int,
+) -> PreparedInput:
+    """Flags, the range policy and the report of every fault, in (row, feature) order."""
+    result = PreparedInput(columns={}, schema=schema, rows=rows, policy=policy, row_offset=row_offset)
+    found: list[tuple[int, int, str, str]] = []  # (row, feature position, feature, message)
+    total = 0
+    for position, feature in enumerate(schema.features):
+        values, faults = coerced[feature.name]
+        total += len(faults)
+        found.extend((row, position, feature.name, reason) for row, reason in faults[:MAX_REPORTED_ERRORS])
         if feature.kind == "numeric":
             _flag_numeric(result, feature, values)
             if policy == "reject":
-                errors.extend(_range_errors(result, feature, values, row_offset))
+                total += _range_faults(result, feature, values, position, found)
             elif policy == "clip" and feature.training_min is not None:
-                values = values.clip(feature.training_min, feature.training_max)
+                values = np.clip(values, feature.training_min, feature.training_max)
         else:
-            missing = (values == MISSING_CATEGORY).to_numpy()
+            missing = values == MISSING_CATEGORY
+            levels = set(feature.levels)
+            known = np.fromiter((v in levels for v in values), dtype=bool, count=rows)
             result.flags[(feature.name, MISSING)] = missing
-            result.flags[(feature.name, UNKNOWN_CATEGORY)] = ~missing & ~values.isin(feature.levels).to_numpy()
-        prepared[feature.name] = values
-    if errors:
-        errors.sort(key=lambda e: e.row if e.row is not None else -1)
-        raise _invalid(errors)
-    result.frame = pd.DataFrame(prepared)
+            result.flags[(feature.name, UNKNOWN_CATEGORY)] = ~missing & ~known
+        result.columns[feature.name] = values
+    if total:
+        found.sort(key=lambda item: (item[0], item[1]))
+        report = _Faults()
+        for row, _, name, message in found[:MAX_REPORTED_ERRORS]:
+            report.add(message, row=row + row_offset, field=name)
+        report.add_many(total - len(report.shown))
+        report.raise_any()
     return result
 
 
-def _flag_numeric(result: PreparedInput, feature: Feature, values: pd.Series) -> None:
-    array = values.to_numpy()
-    result.original[feature.name] = array
-    result.flags[(feature.name, MISSING)] = np.isnan(array)
+def _flag_numeric(result: PreparedInput, feature: Feature, values: np.ndarray) -> None:
+    result.original[feature.name] = values
+    result.flags[(feature.name, MISSING)] = np.isnan(values)
     if feature.training_min is not None:
         with np.errstate(invalid="ignore"):
-            result.flags[(feature.name, ABOVE_MAX)] = array > feature.training_max
-            result.flags[(feature.name, BELOW_MIN)] = array < feature.training_min
+            result.flags[(feature.name, ABOVE_MAX)] = values > feature.training_max
+            result.flags[(feature.name, BELOW_MIN)] = values < feature.training_min
 
 
-def _range_errors(result: PreparedInput, feature: Feature, values: pd.Series, row_offset: int) -> list[FieldError]:
-    errors = []
+def _range_faults(
+    result: PreparedInput, feature: Feature, values: np.ndarray, position: int, found: list[tuple[int, int, str, str]]
+) -> int:
+    """Add the first out-of-range values of ``feature`` to ``found``; return how many there are."""
+    total = 0
     for kind in (ABOVE_MAX, BELOW_MIN):
-        for row in np.flatnonzero(result.flags.get((feature.name, kind), [])):
-            errors.append(
-                FieldError(
-                    f"{values.iloc[row]} is outside the training range "
-                    f"[{feature.training_min}, {feature.training_max}] ({kind}); "
-                    "this model rejects out-of-range values",
-                    row=int(row) + row_offset,
-                    field=feature.name,
-                )
+        rows = np.flatnonzero(result.flags.get((feature.name, kind), np.zeros(0, dtype=bool)))
+        total += len(rows)
+        for row in rows[:MAX_REPORTED_ERRORS]:
+            message = (
+                f"{values[row]} is outside the training range "
+                f"[{feature.training_min}, {feature.training_max}] ({kind}); "
+                "this model rejects out-of-range values"
             )
-    return errors
-
-
-def _invalid(errors: list[FieldError]) -> InvalidInput:
-    shown = errors[:MAX_REPORTED_ERRORS]
-    more = f" (first {len(shown)} listed)" if len(errors) > len(shown) else ""
-    return InvalidInput(f"{len(errors)} value(s) do not fit the model's schema{more}", shown)
+            found.append((int(row), position, feature.name, message))
+    return total

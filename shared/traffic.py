@@ -47,13 +47,13 @@ class TrafficMonitor:
         """Add one request's (or chunk's) rows to the counts of ``model``."""
         with self._lock:
             counts = self._counts.setdefault(model.version, _empty_counts(model))
-            counts["rows"] += len(prepared.frame)
+            counts["rows"] += prepared.rows
             for feature in model.schema.features:
                 into = counts["features"][feature.name]
                 if feature.kind == "numeric":
                     _count_numeric(into, prepared.original[feature.name], feature.stats.get("histogram", {}))
                 else:
-                    _count_levels(into, prepared.frame[feature.name].to_numpy(), feature.levels)
+                    _count_levels(into, prepared.columns[feature.name], feature.levels)
             due = time.monotonic() - self._flushed_at >= self.flush_interval_s
         if due:
             self.flush()
