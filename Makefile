@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint format clean system-deps
+.PHONY: install run test test-unit test-integration lint format clean system-deps bench bench-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "predictq needs Python 3.11 or newer")'
@@ -43,6 +43,16 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# Speed figures beside a no-model floor and the textbook app (not part of `make test`): loopback
+# only, about 15 minutes on 2 cores; writes docs/benchmarks.md. Options go in BENCH_ARGS, e.g.
+# `make bench BENCH_ARGS=--quick` or `make bench BENCH_ARGS=--ten-million`.
+bench: install bench-deps
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# wrk, the load generator, from Debian's packages.
+bench-deps:
+	@command -v wrk >/dev/null || { echo "installing: wrk"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The two servers predictq is measured beside; neither is part of the product."""
