@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 
+from shared.engine import labels_from
 from shared.errors import NoActiveModel, PredictqError
-from shared.inputs import PreparedInput, prepare
+from shared.inputs import PreparedInput, prepare, prepare_rows
 from shared.store import LoadedModel, ModelStore
 from shared.values import to_json_value
 
@@ -58,17 +58,11 @@ def predict_columns(model: LoadedModel, prepared: PreparedInput) -> Scored:
 
     Classifier labels are taken from the probabilities so the two always agree.
     """
-    frame = prepared.frame
-    # prepare() already refused infinities, so scikit-learn's own finiteness scans (a fifth
-    # of a one-row call) are skipped; NaN stays legal for the imputers either way.
-    with sklearn.config_context(assume_finite=True):
-        if not has_probabilities(model):
-            return Scored(prepared, np.asarray(model.pipeline.predict(frame)), None, None)
-        probabilities = np.asarray(model.pipeline.predict_proba(frame), dtype=np.float64)
-    classes = model.pipeline.classes_
-    return Scored(
-        prepared, classes[np.argmax(probabilities, axis=1)], probabilities, [to_json_value(c) for c in classes]
-    )
+    output, tie_tolerance = model.engine.score(prepared)
+    if not model.engine.probabilities:
+        return Scored(prepared, output, None, None)
+    classes = model.engine.classes
+    return Scored(prepared, classes[labels_from(output, tie_tolerance)], output, model.engine.class_values)
 
 
 def score_columns(model: LoadedModel, frame: pd.DataFrame, *, row_offset: int = 0) -> Scored:
@@ -89,8 +83,15 @@ def score_frame(
 
 
 def prediction_response(model: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
-    """The body of a POST /predict answer for ``frame``."""
+    """The body of a POST /predict answer for ``frame``, by the vectorised path."""
     return prediction_body(model, *score_frame(model, frame))
+
+
+def predict_instances(model: LoadedModel, instances: Any) -> tuple[Scored, dict[str, Any]]:
+    """Score JSON rows by the per-row path (no pandas); the scores and the answer's body."""
+    prepared = prepare_rows(instances, model.schema, model.policy, allowed_extra={model.manifest["target"]})
+    scored = predict_columns(model, prepared)
+    return scored, prediction_body(model, prepared, scored.prediction_list(), scored.probability_rows())
 
 
 def prediction_body(

@@ -11,6 +11,7 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ import pandas as pd
 import sklearn
 from sklearn.pipeline import Pipeline
 
+from shared.compiled import engine_for
+from shared.engine import Engine
 from shared.errors import ModelIntegrityError, ModelNotFound, NoActiveModel
 from shared.schema import FeatureSchema
 from shared.storage import LocalStorage, Storage, open_storage
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 MODELS_PREFIX = "models"
 ACTIVE_KEY = "models/ACTIVE"
 MODEL_FILE = "model.joblib"
+ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -45,6 +49,11 @@ class LoadedModel:
     manifest: dict
     pipeline: Pipeline
     schema: FeatureSchema
+    engine: Engine
+
+    @property
+    def serving_path(self) -> str:
+        return self.engine.path
 
     @property
     def task(self) -> str:
@@ -66,6 +75,8 @@ def library_versions() -> dict[str, str]:
         "joblib": joblib.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
+        "skl2onnx": metadata.version("skl2onnx"),
+        "onnxruntime": metadata.version("onnxruntime"),
     }
 
 
@@ -114,6 +125,10 @@ class ModelStore:
         joblib.dump(trained.pipeline, buffer)
         model_bytes = buffer.getvalue()
         model_sha = hashlib.sha256(model_bytes).hexdigest()
+        serving = dict(trained.serving.info)
+        onnx_bytes = trained.serving.onnx_bytes
+        if onnx_bytes is not None:
+            serving["onnx_file"] = _file_record(ONNX_FILE, onnx_bytes)
         created = datetime.now(UTC)
         # Microseconds keep names in save order (versions() sorts by name) for saves within one
         # second; the random suffix keeps two processes saving at the same instant apart.
@@ -134,6 +149,7 @@ class ModelStore:
             "metrics": {"holdout": trained.metrics, "comparison_metric": COMPARISON_METRIC[trained.task]},
             "diagnostics": trained.diagnostics,
             "model_file": {"name": MODEL_FILE, "sha256": model_sha, "bytes": len(model_bytes)},
+            "serving": serving,
             "training_data": {
                 **data_info,
                 "rows_used_for_training": trained.training_rows,
@@ -146,6 +162,8 @@ class ModelStore:
         }
         prefix = f"{MODELS_PREFIX}/{version}"
         self.storage.write_bytes(f"{prefix}/{MODEL_FILE}", model_bytes, overwrite=False)
+        if onnx_bytes is not None:
+            self.storage.write_bytes(f"{prefix}/{ONNX_FILE}", onnx_bytes, overwrite=False)
         # The manifest goes last: a version without one is incomplete and never listed.
         self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", _dumps(manifest), overwrite=False)
         return version
@@ -209,7 +227,26 @@ class ModelStore:
             # The mismatch was decided on above; sklearn's own warning would repeat it.
             warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
             pipeline = joblib.load(io.BytesIO(data))
-        return LoadedModel(version, manifest, pipeline, FeatureSchema.from_dict(manifest["feature_schema"]))
+        serving = manifest.get("serving")  # absent from versions saved before the compiled path
+        probabilities = manifest["task"] == "classification" and hasattr(pipeline, "predict_proba")
+        engine = engine_for(pipeline, probabilities, serving, self._onnx_bytes(version, serving))
+        return LoadedModel(version, manifest, pipeline, FeatureSchema.from_dict(manifest["feature_schema"]), engine)
+
+    def _onnx_bytes(self, version: str, serving: dict | None) -> bytes | None:
+        """The version's ONNX file, checked against its manifest; None when it has none."""
+        record = (serving or {}).get("onnx_file")
+        if record is None:
+            return None
+        try:
+            data = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{record['name']}")
+        except FileNotFoundError as exc:
+            raise ModelIntegrityError(f"Model {version} has a manifest but its ONNX file is missing") from exc
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ModelIntegrityError(
+                f"Model {version} fails its checksum: the ONNX file was changed or damaged after training; "
+                "refusing to load it"
+            )
+        return data
 
     def _cached_model(self, version: str, sha256: str) -> bytes | None:
         """This host's copy of the version's model file, if it has one matching ``sha256``."""
@@ -227,6 +264,10 @@ class ModelStore:
         if version is None:
             raise NoActiveModel("No model has been trained and activated yet; run `predictq train`")
         return self.load(version)
+
+
+def _file_record(name: str, data: bytes) -> dict:
+    return {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def _dumps(value: Any) -> bytes:

@@ -12,9 +12,10 @@ from sklearn import metrics as skm
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from shared.compiled import ServingPlan, plan_serving
 from shared.errors import InvalidInput, TrainingError
 from shared.estimators import Task, make_estimator
-from shared.features import build_pipeline
+from shared.features import build_pipeline, coercion_policy
 from shared.inputs import MISSING_CATEGORY, prepare
 from shared.schema import FeatureSchema, compute_stats, infer_schema
 from shared.values import to_json_value
@@ -60,6 +61,7 @@ class TrainedModel:
     holdout_target: pd.Series
     training_rows: int
     dropped_rows: int
+    serving: ServingPlan
 
     @property
     def score(self) -> float:
@@ -122,11 +124,14 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
     name, estimator = make_estimator(
         options.estimator, task, options.params, seed=options.seed, allow_dotted_path=options.allow_dotted_path
     )
-    pipeline = build_pipeline(schema, estimator)
+    pipeline = build_pipeline(schema, estimator, options.out_of_range_policy)
     try:
         pipeline.fit(x_train, y_train)
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"{name} failed to fit: {exc}") from exc
+    # The holdout as the service would see it (coerced, clipped under "clip"), for the parity check.
+    coerced_hold = prepare(labelled.iloc[holdout_idx], schema, coercion_policy(options.out_of_range_policy))
+    probabilities = task == "classification" and hasattr(pipeline, "predict_proba")
     return TrainedModel(
         pipeline=pipeline,
         schema=schema,
@@ -139,6 +144,7 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
         holdout_target=y_hold.reset_index(drop=True),
         training_rows=len(train_idx),
         dropped_rows=dropped,
+        serving=plan_serving(pipeline, probabilities, coerced_hold),
     )
 
 
