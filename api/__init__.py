@@ -7,6 +7,7 @@ from flask import Flask
 
 from api import metrics, request_log
 from api.errors import register_error_handlers
+from api.json_provider import OrjsonProvider
 from api.services import Services
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
@@ -18,8 +19,8 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     settings = settings or load_settings()
     configure_logging(settings)
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False
     services = Services.from_settings(settings, redis_client)
     services.active.refresh()  # load the model now, not on the first request
     app.extensions["predictq"] = services

@@ -6,12 +6,16 @@ from typing import Any
 
 from flask import request
 
+from api.json_provider import loads_body
 from shared.errors import BadRequest, FieldError
 
 
 def json_object() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if body is None:
+    try:
+        body = loads_body(request.get_data())
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+        body = None
+    if body is None:  # an empty body, and a bare null, are refused alike
         raise BadRequest("The request body is not valid JSON")
     if not isinstance(body, dict):
         raise BadRequest(f"Expected a JSON object, got {type(body).__name__}")

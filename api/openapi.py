@@ -377,9 +377,15 @@ def _schemas(model: LoadedModel | None) -> dict:
                 "target": {"type": "string"},
                 "estimator": {"type": "string"},
                 "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+                "serving_path": {
+                    "enum": ["onnx", "sklearn"],
+                    "description": "The engine that scores this version: onnx (compiled at training, checked "
+                    "against scikit-learn on the holdout rows) or sklearn.",
+                },
+                "serving_reason": {"type": "string", "description": "Why that engine serves it."},
                 "active": {"type": "boolean"},
             },
-            "required": ["version", "created_at", "task", "target", "estimator", "metrics", "active"],
+            "required": ["version", "created_at", "task", "target", "estimator", "metrics", "serving_path", "active"],
         },
         "ModelList": {
             "type": "object",
@@ -404,11 +410,32 @@ def _schemas(model: LoadedModel | None) -> dict:
                 "estimator": {"type": "object"},
                 "metrics": {"type": "object"},
                 "model_file": {"type": "object"},
+                "serving": {
+                    "type": "object",
+                    "description": "How the version is served: path, reason, the parity figures against "
+                    "scikit-learn on the holdout rows, the ONNX file with its sha256, and the row count up to "
+                    "which onnxruntime scores (onnx_max_rows; null: every size).",
+                },
+                "serving_path": {
+                    "enum": ["onnx", "sklearn"],
+                    "description": "The engine that scores this version: onnx (compiled at training, checked "
+                    "against scikit-learn on the holdout rows) or sklearn.",
+                },
+                "serving_reason": {"type": "string", "description": "Why that engine serves it."},
                 "training_data": {"type": "object"},
                 "library_versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "active": {"type": "boolean"},
             },
-            "required": ["version", "created_at", "task", "target", "feature_schema", "out_of_range_policy", "active"],
+            "required": [
+                "version",
+                "created_at",
+                "task",
+                "target",
+                "feature_schema",
+                "out_of_range_policy",
+                "serving_path",
+                "active",
+            ],
         },
         "Activation": {
             "type": "object",

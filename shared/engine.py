@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sklearn
@@ -24,6 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shared.features import after_coercion
 from shared.inputs import MISSING_CATEGORY, PreparedInput
+from shared.request_rows import PreparedRows
 from shared.values import to_json_value
 
 ONNX = "onnx"
@@ -60,6 +62,14 @@ class _NumericBlock:
     scale: np.ndarray
     out: slice
 
+    @cached_property
+    def python_columns(self) -> list[tuple[str, float, float, float]]:
+        """(feature, median, mean, scale) of each kept column, as Python floats."""
+        return [
+            (self.columns[i], float(self.fill[i]), float(mean), float(scale))
+            for i, mean, scale in zip(self.keep, self.mean, self.scale, strict=True)
+        ]
+
 
 @dataclass
 class _CategoricalColumn:
@@ -93,8 +103,10 @@ class DesignMatrix:
         width = max((out.stop for *_, out in blocks), default=0)
         return cls(numeric, categorical, width)
 
-    def build(self, prepared: PreparedInput) -> np.ndarray:
+    def build(self, prepared: PreparedInput | PreparedRows) -> np.ndarray:
         """The estimator's input for ``prepared``: one float64 row per input row."""
+        if isinstance(prepared, PreparedRows):
+            return self._build_rows(prepared)
         rows = prepared.rows
         matrix = np.zeros((rows, self.width), dtype=np.float64)
         block = self.numeric
@@ -108,6 +120,23 @@ class DesignMatrix:
             known = np.flatnonzero(codes >= 0)  # an unknown level encodes as all levels off
             matrix[known, codes[known]] = 1.0
         return matrix
+
+    def _build_rows(self, prepared: PreparedRows) -> np.ndarray:
+        """:meth:`build` one value at a time: Python floats do numpy's float64 arithmetic exactly."""
+        matrix = [[0.0] * self.width for _ in range(prepared.rows)]
+        block = self.numeric
+        if block is not None:
+            start = block.out.start
+            for position, (name, fill, mean, scale) in enumerate(block.python_columns):
+                for out_row, value in zip(matrix, prepared.values[name], strict=True):
+                    out_row[start + position] = ((fill if value != value else value) - mean) / scale
+        for column in self.categorical:
+            index = column.index
+            for out_row, value in zip(matrix, prepared.values[column.name], strict=True):
+                code = index.get(value)
+                if code is not None:
+                    out_row[code] = 1.0
+        return np.array(matrix, dtype=np.float64).reshape(prepared.rows, self.width)
 
 
 def _numeric_block(steps: dict, columns: list[str], out: slice) -> _NumericBlock:
@@ -225,7 +254,7 @@ class Engine:
     def uses_onnx(self, rows: int) -> bool:
         return self.onnx is not None and (self.onnx_max_rows is None or rows <= self.onnx_max_rows)
 
-    def score(self, prepared: PreparedInput) -> tuple[np.ndarray, float]:
+    def score(self, prepared: PreparedInput | PreparedRows) -> tuple[np.ndarray, float]:
         """Probabilities (rows x classes) or predicted values, and the tie tolerance they need."""
         if self.design is None:
             with sklearn.config_context(assume_finite=True):

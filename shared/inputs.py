@@ -35,7 +35,7 @@ _TRUE_WORDS = {"true", "t", "yes", "1"}
 _FALSE_WORDS = {"false", "f", "no", "0"}
 
 
-class _Invalid:
+class Invalid:
     """Marks a value that cannot be coerced; carries the reason."""
 
     __slots__ = ("reason",)
@@ -44,19 +44,19 @@ class _Invalid:
         self.reason = reason
 
 
-def _to_number(value: Any) -> float | _Invalid:
+def to_number(value: Any) -> float | Invalid:
     if value is None:
         return math.nan
     if isinstance(value, (bool, np.bool_)):
-        return _Invalid(f"expected a number, got boolean {value!r}")
+        return Invalid(f"expected a number, got boolean {value!r}")
     if isinstance(value, (int, float, np.integer, np.floating)):
         try:
             number = float(value)
         except OverflowError:  # a JSON integer with hundreds of digits
-            return _Invalid("expected a finite number, got an integer too large for a float")
+            return Invalid("expected a finite number, got an integer too large for a float")
         if math.isinf(number):
             # NaN stays missing (pandas' own marker in an object column); infinity is never a value.
-            return _Invalid(f"expected a finite number, got {number!r}")
+            return Invalid(f"expected a finite number, got {number!r}")
         return number
     if isinstance(value, str):
         text = value.strip()
@@ -65,14 +65,14 @@ def _to_number(value: Any) -> float | _Invalid:
         try:
             number = float(text)
         except ValueError:
-            return _Invalid(f"expected a number, got {value!r}")
+            return Invalid(f"expected a number, got {value!r}")
         if not math.isfinite(number):
-            return _Invalid(f"expected a finite number, got {value!r}")
+            return Invalid(f"expected a finite number, got {value!r}")
         return number
-    return _Invalid(f"expected a number, got {type(value).__name__}")
+    return Invalid(f"expected a number, got {type(value).__name__}")
 
 
-def _to_category(value: Any, feature: Feature) -> str | _Invalid:
+def to_category(value: Any, feature: Feature) -> str | Invalid:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING_CATEGORY
     if feature.value_type == "boolean":
@@ -85,31 +85,31 @@ def _to_category(value: Any, feature: Feature) -> str | _Invalid:
             return "False"
         if not word:
             return MISSING_CATEGORY
-        return _Invalid(f"expected true or false, got {value!r}")
+        return Invalid(f"expected true or false, got {value!r}")
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
-            return _Invalid(f"expected a category, got non-finite {value!r}")
+            return Invalid(f"expected a category, got non-finite {value!r}")
         # 3 and 3.0 are the same level whether they came from JSON, CSV or a float column.
         return str(int(value)) if float(value).is_integer() else repr(float(value))
     if isinstance(value, str):
         return value if value.strip() else MISSING_CATEGORY
-    return _Invalid(f"expected a category (string), got {type(value).__name__}")
+    return Invalid(f"expected a category (string), got {type(value).__name__}")
 
 
 def _coerce_values(values: list, feature: Feature) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Coerce one column given as Python values; return the array and each (position, reason) that failed."""
     if feature.kind == "numeric":
-        converted = [_to_number(v) for v in values]
+        converted = [to_number(v) for v in values]
     else:
-        converted = [_to_category(v, feature) for v in values]
-    faults = [(i, v.reason) for i, v in enumerate(converted) if isinstance(v, _Invalid)]
+        converted = [to_category(v, feature) for v in values]
+    faults = [(i, v.reason) for i, v in enumerate(converted) if isinstance(v, Invalid)]
     if faults:
         filler = math.nan if feature.kind == "numeric" else MISSING_CATEGORY
-        converted = [filler if isinstance(v, _Invalid) else v for v in converted]
+        converted = [filler if isinstance(v, Invalid) else v for v in converted]
     if feature.kind == "numeric":
         return np.array(converted, dtype=np.float64), faults
     array = np.empty(len(converted), dtype=object)
@@ -184,11 +184,11 @@ class PreparedInput:
             "value": value,
             "training_min": feature.training_min,
             "training_max": feature.training_max,
-            "detail": _describe(feature, kind, value, self.policy),
+            "detail": describe_warning(feature, kind, value, self.policy),
         }
 
 
-class _Faults:
+class FaultReport:
     """Faults in report order; only the first :data:`MAX_REPORTED_ERRORS` are built, all are counted.
 
     A hostile body can hold millions of faults: building an object for each would cost
@@ -218,7 +218,7 @@ class _Faults:
             raise InvalidInput(f"{self.count} value(s) do not fit the model's schema{more}", self.shown)
 
 
-def _describe(feature: Feature, kind: str, value: Any, policy: str) -> str:
+def describe_warning(feature: Feature, kind: str, value: Any, policy: str) -> str:
     if kind == MISSING:
         if feature.kind == "numeric":
             return f"missing; imputed with the training median {feature.stats.get('quantiles', {}).get('p50')}"
@@ -231,7 +231,7 @@ def _describe(feature: Feature, kind: str, value: Any, policy: str) -> str:
     return f"{value} is {side} {bound}; {action}"
 
 
-def _row_values(instances: Any, schema: FeatureSchema, allowed_extra: set[str] | None) -> dict[str, list]:
+def row_values(instances: Any, schema: FeatureSchema, allowed_extra: set[str] | None) -> dict[str, list]:
     """Check the JSON shape of ``instances``; return each feature's values, in row order.
 
     Raises :class:`BadRequest` when the shape is wrong and :class:`InvalidInput` naming
@@ -242,7 +242,7 @@ def _row_values(instances: Any, schema: FeatureSchema, allowed_extra: set[str] |
         raise BadRequest("'instances' must be a non-empty list of objects, one per row")
     names = schema.names
     known = set(names) | set(schema.ignored) | (allowed_extra or set())
-    faults = _Faults()
+    faults = FaultReport()
     columns: dict[str, list] = {name: [] for name in names}
     appenders = [(name, columns[name].append) for name in names]
     for row, instance in enumerate(instances):
@@ -270,7 +270,7 @@ def instances_to_frame(instances: Any, schema: FeatureSchema, *, allowed_extra: 
 
     Checks the rows as :func:`prepare_rows` does, with the same errors.
     """
-    columns = _row_values(instances, schema, allowed_extra)
+    columns = row_values(instances, schema, allowed_extra)
     return pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
 
 
@@ -317,7 +317,7 @@ def prepare_rows(
     The answer, warnings and errors are those of ``prepare(instances_to_frame(...))``;
     this is the path of small requests, where pandas' per-call cost would dominate.
     """
-    columns = _row_values(instances, schema, allowed_extra)
+    columns = row_values(instances, schema, allowed_extra)
     coerced = {f.name: _coerce_values(columns[f.name], f) for f in schema.features}
     return _checked(coerced, len(instances), schema, policy, 0)
 
@@ -352,7 +352,7 @@ def _checked(
         result.columns[feature.name] = values
     if total:
         found.sort(key=lambda item: (item[0], item[1]))
-        report = _Faults()
+        report = FaultReport()
         for row, _, name, message in found[:MAX_REPORTED_ERRORS]:
             report.add(message, row=row + row_offset, field=name)
         report.add_many(total - len(report.shown))

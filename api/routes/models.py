@@ -11,6 +11,15 @@ from shared.traffic import load_traffic
 bp = Blueprint("models", __name__, url_prefix="/models")
 
 
+def serving_of(manifest: dict) -> dict:
+    """Which engine answers for the version, and why (recorded at training)."""
+    serving = manifest.get("serving") or {
+        "path": "sklearn",
+        "reason": "saved before the compiled path existed: scored by its scikit-learn pipeline",
+    }
+    return {"serving_path": serving["path"], "serving_reason": serving["reason"]}
+
+
 def _summary(manifest: dict, active: str | None) -> dict:
     return {
         "version": manifest["version"],
@@ -19,6 +28,7 @@ def _summary(manifest: dict, active: str | None) -> dict:
         "target": manifest["target"],
         "estimator": manifest["estimator"]["name"],
         "metrics": manifest["metrics"]["holdout"],
+        **serving_of(manifest),
         "active": manifest["version"] == active,
     }
 
@@ -34,7 +44,8 @@ def list_models():
 @bp.get("/<version>")
 def show_model(version: str):
     store = services().store
-    return {**store.manifest(version), "active": version == store.active_version()}
+    manifest = store.manifest(version)
+    return {**manifest, **serving_of(manifest), "active": version == store.active_version()}
 
 
 @bp.get("/<version>/report")

@@ -12,7 +12,7 @@ from api.services import services
 from api.submission import submit_instances
 from shared.inputs import instances_to_frame
 from shared.logs import bind_context
-from shared.serving import prediction_body, score_frame
+from shared.serving import SMALL_REQUEST_ROWS, predict_instances, prediction_body, score_columns
 
 bp = Blueprint("predict", __name__)
 
@@ -29,8 +29,12 @@ def predict():
     require_text({"model_version": body.get("model_version")})
     model = svc.model(body.get("model_version"))
     bind_context(model_version=model.version)
-    frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
-    prepared, predictions, probabilities = score_frame(model, frame)
-    record_prediction(model.version, len(frame), prepared.quality_summary())
-    svc.traffic.record(model, prepared)
-    return prediction_body(model, prepared, predictions, probabilities)
+    if len(instances) <= SMALL_REQUEST_ROWS:
+        scored, answer = predict_instances(model, instances)
+    else:
+        frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
+        scored = score_columns(model, frame)
+        answer = prediction_body(model, scored.prepared, scored.prediction_list(), scored.probability_rows())
+    record_prediction(model.version, scored.prepared.rows, scored.prepared.quality_summary())
+    svc.traffic.record(model, scored.prepared)
+    return answer

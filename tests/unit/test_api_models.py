@@ -30,18 +30,30 @@ def test_list_shows_every_version_newest_first_and_which_is_active(
     newest = body["models"][0]
     assert (newest["task"], newest["target"], newest["estimator"]) == ("regression", "body_mass_g", "random_forest")
     assert newest["metrics"] == mass_model.metrics
-    assert set(newest) == {"version", "created_at", "task", "target", "estimator", "metrics", "active"}
+    assert set(newest) == {
+        "version",
+        "created_at",
+        "task",
+        "target",
+        "estimator",
+        "metrics",
+        "serving_path",
+        "serving_reason",
+        "active",
+    }
 
 
 def test_show_returns_the_manifest_and_whether_it_is_active(
     client: FlaskClient, store: ModelStore, species_model: TrainedModel, save_model
 ) -> None:
-    """GET /models/<version> is the stored manifest plus the active flag."""
+    """GET /models/<version> is the stored manifest plus the serving path and the active flag."""
     version = save_model(species_model)
     inactive = save_model(species_model, activate=False)
 
     shown = client.get(f"/models/{version}")
 
     assert shown.status_code == 200
-    assert shown.get_json() == {**store.manifest(version), "active": True}
+    manifest = store.manifest(version)
+    serving = {"serving_path": manifest["serving"]["path"], "serving_reason": manifest["serving"]["reason"]}
+    assert shown.get_json() == {**manifest, **serving, "active": True}
     assert client.get(f"/models/{inactive}").get_json()["active"] is False
