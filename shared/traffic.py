@@ -7,6 +7,7 @@ all API replicas sharing the data directory show up.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.inputs import MISSING_CATEGORY, PreparedInput
+from shared.request_rows import PreparedRows
 from shared.store import LoadedModel
 
 UNSEEN = "(unseen)"
@@ -43,15 +45,21 @@ class TrafficMonitor:
         self._lock = threading.Lock()
         self._flushed_at = time.monotonic()
 
-    def record(self, model: LoadedModel, prepared: PreparedInput) -> None:
+    def record(self, model: LoadedModel, prepared: PreparedInput | PreparedRows) -> None:
         """Add one request's (or chunk's) rows to the counts of ``model``."""
+        few = isinstance(prepared, PreparedRows)  # a small request: counted value by value, no numpy
         with self._lock:
             counts = self._counts.setdefault(model.version, _empty_counts(model))
             counts["rows"] += prepared.rows
             for feature in model.schema.features:
                 into = counts["features"][feature.name]
-                if feature.kind == "numeric":
-                    _count_numeric(into, prepared.original[feature.name], feature.stats.get("histogram", {}))
+                histogram = feature.stats.get("histogram", {})
+                if feature.kind == "numeric" and few:
+                    _count_numbers(into, prepared.sent[feature.name], histogram)
+                elif feature.kind == "numeric":
+                    _count_numeric(into, prepared.original[feature.name], histogram)
+                elif few:
+                    _count_level_values(into, prepared.values[feature.name], feature.levels)
                 else:
                     _count_levels(into, prepared.columns[feature.name], feature.levels)
             due = time.monotonic() - self._flushed_at >= self.flush_interval_s
@@ -83,6 +91,32 @@ def _count_numeric(into: dict, values: np.ndarray, histogram: dict) -> None:
     inside = present[(present >= edges[0]) & (present <= edges[-1])]
     counts, _ = np.histogram(inside, bins=edges)
     into["bins"] = [a + int(b) for a, b in zip(into["bins"], counts, strict=True)]
+
+
+def _count_numbers(into: dict, values: list[float], histogram: dict) -> None:
+    """:func:`_count_numeric` for a few Python floats; bins as numpy's (the last one closed)."""
+    edges = histogram.get("edges") or []
+    bins = into["bins"]
+    for value in values:
+        if value != value:
+            into["missing"] += 1
+        elif not edges:
+            continue
+        elif value < edges[0]:
+            into["below"] += 1
+        elif value > edges[-1]:
+            into["above"] += 1
+        else:
+            bins[min(bisect.bisect_right(edges, value) - 1, len(bins) - 1)] += 1
+
+
+def _count_level_values(into: dict, values: list[str], levels: frozenset[str]) -> None:
+    for value in values:
+        if value == MISSING_CATEGORY:
+            into["missing"] += 1
+        else:
+            key = value if value in levels else UNSEEN
+            into["levels"][key] = into["levels"].get(key, 0) + 1
 
 
 def _count_levels(into: dict, values: np.ndarray, levels: frozenset[str]) -> None:

@@ -19,6 +19,7 @@ from shared.engine import DesignMatrix
 from shared.errors import PredictqError
 from shared.inputs import instances_to_frame, prepare
 from shared.request_rows import prepare_small
+from shared.traffic import TrafficMonitor
 from shared.training import TrainedModel
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
@@ -133,3 +134,23 @@ def test_http_answers_are_byte_for_byte_the_same(
         assert small.get_data() == vectorised.get_data()
 
     check()
+
+
+def test_traffic_counts_equal_by_either_path(species_model: TrainedModel, save_model, store, tmp_path) -> None:
+    """A small request's rows are counted for the model report as the vectorised path counts them."""
+    model = store.load(save_model(species_model))
+    edges = species_model.schema["flipper_length_mm"].stats["histogram"]["edges"]
+    base = {"island": "Dream", "bill_length_mm": 40.0, "bill_depth_mm": 18.0, "body_mass_g": 3700, "sex": None}
+    flippers = [edges[0], edges[-1], edges[3], edges[0] - 1, edges[-1] + 1, None, 200.5]
+    instances = [
+        {**base, "flipper_length_mm": f, "year": 2008, "island": i} for f, i in zip(flippers, "ABCDEFG", strict=True)
+    ]
+    instances += [{**base, "flipper_length_mm": 190, "year": None}]
+    small, vectorised = TrafficMonitor(tmp_path / "a", 3600), TrafficMonitor(tmp_path / "b", 3600)
+
+    small.record(model, prepare_small(instances, model.schema))
+    vectorised.record(model, prepare(instances_to_frame(instances, model.schema), model.schema))
+
+    assert small._counts == vectorised._counts
+    flipper = small._counts[model.version]["features"]["flipper_length_mm"]
+    assert (flipper["below"], flipper["above"], flipper["missing"], sum(flipper["bins"])) == (1, 1, 1, 5)
