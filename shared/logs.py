@@ -7,13 +7,14 @@ library's log line (gunicorn's, Celery's) carries them as well as predictq's own
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from shared.settings import LogFormat, Settings
 
@@ -53,8 +54,12 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonLineFormatter(JsonFormatter):
-    """``timestamp`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, then tags and extras."""
+class JsonLineFormatter(OrjsonFormatter):
+    """``timestamp`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, then tags and extras.
+
+    Written by orjson: the request line is logged on every answer, and the standard library's
+    encoder made it a tenth of a one-row prediction.
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -65,6 +70,12 @@ class JsonLineFormatter(JsonFormatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except TypeError:  # what orjson refuses (an integer beyond 64 bits) still makes a line
+            return json.dumps(log_data, default=str)
 
 
 class TextFormatter(logging.Formatter):

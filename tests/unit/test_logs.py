@@ -236,3 +236,18 @@ def test_probes_and_scrapes_are_logged_at_debug(client: FlaskClient, log_lines: 
         assert client.get(path).status_code == 200
 
     assert [line["message"] for line in request_lines(log_lines())] == ["GET /models 200"]
+
+
+def test_a_value_json_cannot_hold_natively_still_makes_one_line() -> None:
+    """An extra the fast encoder refuses (an integer beyond 64 bits) is written, not lost."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    record = logging.LogRecord("predictq.test", logging.INFO, __file__, 1, "rows %s", (3,), None)
+    record.huge = 10**30
+
+    handler.emit(record)
+
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["huge"] == 10**30
+    assert json.loads(line)["message"] == "rows 3"
