@@ -44,6 +44,9 @@ QUEUES = (BATCH_QUEUE, TRAINING_QUEUE)
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)
 MULTIPROCESS_DIR_PREFIX = "predictq-metrics-"
+# Any token is a valid HTTP method to a client: others are counted as "other", so nobody can
+# grow the number of series by inventing methods.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -101,7 +104,8 @@ class Metrics:
 
     def observe_response(self, response: Response) -> Response:
         started = g.get("metrics_started")
-        labels = (request.endpoint or "unmatched", request.method, str(response.status_code))
+        method = request.method if request.method in HTTP_METHODS else "other"
+        labels = (request.endpoint or "unmatched", method, str(response.status_code))
         self.requests.labels(*labels).inc()
         if started is not None:
             self.latency.labels(*labels).observe(time.perf_counter() - started)

@@ -146,6 +146,18 @@ def test_requests_are_labelled_by_endpoint_not_path(client: FlaskClient) -> None
     assert not any("no-such-job" in str(labels) for _, labels in samples)
 
 
+def test_invented_methods_share_one_label(client: FlaskClient) -> None:
+    """Fifty made-up methods add one series labelled "other", not fifty."""
+    for i in range(50):
+        assert client.open("/predict", method=f"BREW{i}").status_code == 405
+
+    samples = scrape(client)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "predictq_http_requests_total"}
+    assert "other" in methods
+    assert not any(method.startswith("BREW") for method in methods)
+    assert value(samples, "predictq_http_requests_total", endpoint="unmatched", method="other", status="405") == 50
+
+
 def test_model_info_shows_the_active_version(
     client: FlaskClient, version: str, species_model: TrainedModel, save_model: Callable[..., str]
 ) -> None:
