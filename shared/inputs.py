@@ -73,6 +73,8 @@ def to_number(value: Any) -> float | Invalid:
 
 
 def to_category(value: Any, feature: Feature) -> str | Invalid:
+    if value.__class__ is str and feature.value_type != "boolean":  # the usual case, first
+        return value if value.strip() else MISSING_CATEGORY
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING_CATEGORY
     if feature.value_type == "boolean":
@@ -100,8 +102,25 @@ def to_category(value: Any, feature: Feature) -> str | Invalid:
     return Invalid(f"expected a category (string), got {type(value).__name__}")
 
 
+def _plain_numbers(values: list) -> np.ndarray | None:
+    """The column in one numpy call when it holds only finite JSON numbers and nulls (the usual case).
+
+    None when anything needs a value-by-value look: text, booleans, infinities, integers
+    beyond float range (numpy and :func:`to_number` agree on everything else, None as NaN).
+    """
+    if not all(v is None or v.__class__ is float or v.__class__ is int for v in values):
+        return None
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    return None if np.isinf(array).any() else array
+
+
 def _coerce_values(values: list, feature: Feature) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Coerce one column given as Python values; return the array and each (position, reason) that failed."""
+    if feature.kind == "numeric" and (array := _plain_numbers(values)) is not None:
+        return array, []
     if feature.kind == "numeric":
         converted = [to_number(v) for v in values]
     else:

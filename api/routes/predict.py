@@ -10,9 +10,9 @@ from api.metrics import record_prediction
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_instances
-from shared.inputs import instances_to_frame
+from shared.inputs import prepare_rows
 from shared.logs import bind_context
-from shared.serving import SMALL_REQUEST_ROWS, predict_instances, prediction_body, score_columns
+from shared.serving import SMALL_REQUEST_ROWS, predict_columns, predict_instances, prediction_body
 
 bp = Blueprint("predict", __name__)
 
@@ -32,8 +32,8 @@ def predict():
     if len(instances) <= SMALL_REQUEST_ROWS:
         scored, answer = predict_instances(model, instances)
     else:
-        frame = instances_to_frame(instances, model.schema, allowed_extra={model.manifest["target"]})
-        scored = score_columns(model, frame)
+        prepared = prepare_rows(instances, model.schema, model.policy, allowed_extra={model.manifest["target"]})
+        scored = predict_columns(model, prepared)
         answer = prediction_body(model, scored.prepared, scored.prediction_list(), scored.probability_rows())
     record_prediction(model.version, scored.prepared.rows, scored.prepared.quality_summary())
     svc.traffic.record(model, scored.prepared)

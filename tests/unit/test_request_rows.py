@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import api.routes.predict as predict_route
 from shared.engine import DesignMatrix
 from shared.errors import PredictqError
-from shared.inputs import instances_to_frame, prepare
+from shared.inputs import instances_to_frame, prepare, prepare_rows
 from shared.request_rows import prepare_small
 from shared.traffic import TrafficMonitor
 from shared.training import TrainedModel
@@ -88,7 +88,11 @@ def outcome(prepare_rows, design: DesignMatrix) -> tuple:
 @settings(max_examples=300, deadline=None)
 @given(instances=st.lists(rows(), min_size=1, max_size=8), policy=st.sampled_from(["warn", "clip", "reject"]))
 def test_small_path_equals_vectorised_path(species_model: TrainedModel, instances: list, policy: str) -> None:
-    """Same errors (type, detail, every fault), or the same values, warnings and design matrix."""
+    """Same errors (type, detail, every fault), or the same values, warnings and design matrix.
+
+    Three ways in: value by value (small requests), JSON rows column by column (larger
+    requests), and through a frame (batch jobs).
+    """
     schema = species_model.schema
     design = DesignMatrix.from_pipeline(species_model.pipeline)
     extra = {"species"}
@@ -98,7 +102,10 @@ def test_small_path_equals_vectorised_path(species_model: TrainedModel, instance
         lambda: prepare(instances_to_frame(instances, schema, allowed_extra=extra), schema, policy), design
     )
 
+    columns = outcome(lambda: prepare_rows(instances, schema, policy, allowed_extra=extra), design)
+
     assert small == vectorised
+    assert columns == vectorised
 
 
 def test_the_generator_reaches_both_outcomes(species_model: TrainedModel) -> None:
