@@ -1,7 +1,9 @@
 """Where predictq keeps files: one small interface, a local directory or an object store behind it.
 
 Keys are ``/``-separated relative paths. Every write is atomic: a reader sees the old
-bytes or the new ones, never half a file.
+bytes or the new ones, never half a file. On local disk every write is also durable once it
+returns: the file is synced before it is renamed into place, and its directory after, so a
+crash of the machine cannot leave a job or model pointing at a file that is empty or gone.
 """
 
 from __future__ import annotations
@@ -73,17 +75,41 @@ def _storage_options(settings: Settings) -> dict:
     return options
 
 
+def _fsync_path(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries, to disk (it need not be open for writing)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each new entry synced into its parent."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            created.mkdir()
+        _fsync_path(created.parent)
+
+
 def _copy_file(source: Path, target: Path) -> None:
-    """Copy through a temporary file beside ``target``, renamed into place when complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Copy through a temporary file beside ``target``, synced, renamed into place when complete."""
+    _make_dirs(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, COPY_BLOCK_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_path(target.parent)
 
 
 class LocalStorage:
@@ -105,7 +131,7 @@ class LocalStorage:
         path = self._path(key)
         if not overwrite and path.exists():
             raise FileExistsError(f"{key} already exists and is immutable")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -123,6 +149,7 @@ class LocalStorage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_path(path.parent)  # the rename itself survives a crash
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -142,11 +169,16 @@ class LocalStorage:
     def put_file(self, local_path: Path, key: str, *, move: bool = False) -> None:
         path, source = self._path(key), Path(local_path).resolve()
         if source == path:
-            return  # already stored: the caller worked on the stored file itself
+            # Already in place (an upload saved where it is stored): made durable now.
+            _fsync_path(path)
+            _fsync_path(path.parent)
+            return
         if move:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
+            _fsync_path(source)  # its bytes on disk before its name is
             try:
                 os.replace(source, path)
+                _fsync_path(path.parent)
                 return
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # another file system: copy instead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -148,3 +149,74 @@ def test_blank_store_settings_are_unset_and_a_bare_path_is_refused(tmp_path: Pat
     assert (settings.store_url, settings.s3_endpoint_url, settings.s3_secret_access_key) == (None, None, None)
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         Settings(data_dir=tmp_path, store_url="bucket/prefix")
+
+
+# --- durability on local disk --------------------------------------------------------------
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record what each os.fsync flushed (a file or a directory), in order."""
+    flushed: list[Path] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return flushed
+
+
+def test_write_bytes_syncs_the_file_then_its_directory(tmp_path: Path, synced: list[Path]) -> None:
+    """A write is on disk before it is renamed into place, and the rename is synced into its directory;
+    each directory created on the way is synced into its parent."""
+    LocalStorage(tmp_path).write_bytes("jobs/1/chunks/00000.in.arrow", b"rows")
+    chunks = tmp_path / "jobs" / "1" / "chunks"
+    assert synced[:3] == [tmp_path, tmp_path / "jobs", tmp_path / "jobs" / "1"]  # new directories
+    assert synced[3].parent == chunks and synced[3].name.startswith(".00000.in.arrow.")  # the temporary file
+    assert synced[4:] == [chunks]
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_every_write_to_an_existing_directory_syncs_file_and_directory(
+    tmp_path: Path, synced: list[Path], overwrite: bool
+) -> None:
+    """Overwriting or immutable (model files), a write ends with the file and its directory synced."""
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("v/other", b"x")
+    synced.clear()
+    storage.write_bytes("v/file", b"y", overwrite=overwrite)
+    assert [path.parent for path in synced] == [tmp_path / "v", tmp_path]
+
+
+def test_put_file_syncs_a_moved_file_before_its_rename(tmp_path: Path, synced: list[Path]) -> None:
+    """A scratch file moved into storage (a joined result) is synced, renamed, then its directory synced."""
+    storage = LocalStorage(tmp_path / "root")
+    storage.write_bytes("jobs/1/input.json", b"[]")
+    scratch = tmp_path / "root" / "jobs" / "1" / ".join-x" / "result.csv"
+    scratch.parent.mkdir()
+    scratch.write_bytes(b"a\n1\n")
+    synced.clear()
+    storage.put_file(scratch, "jobs/1/result.csv", move=True)
+    assert synced == [scratch, tmp_path / "root" / "jobs" / "1"]
+    assert (tmp_path / "root" / "jobs" / "1" / "result.csv").read_bytes() == b"a\n1\n"
+
+
+def test_put_file_of_a_file_already_in_place_syncs_it(tmp_path: Path, synced: list[Path]) -> None:
+    """An upload saved where it is stored is made durable when stored, though it is not moved."""
+    path = tmp_path / "jobs" / "1" / "input.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a\n1\n")
+    LocalStorage(tmp_path).put_file(path, "jobs/1/input.csv", move=True)
+    assert synced == [path, path.parent]
+
+
+def test_get_file_copy_is_synced_before_it_appears(tmp_path: Path, synced: list[Path]) -> None:
+    """A copy appears complete or not at all, and survives a crash once get_file returns."""
+    storage = LocalStorage(tmp_path / "root")
+    storage.write_bytes("k", b"data")
+    (tmp_path / "copy").mkdir()
+    synced.clear()
+    storage.get_file("k", tmp_path / "copy" / "k")
+    assert synced[0].name.startswith(".k.") and synced[1:] == [tmp_path / "copy"]
