@@ -126,7 +126,7 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
     )
     pipeline = build_pipeline(schema, estimator, options.out_of_range_policy)
     try:
-        pipeline.fit(x_train, y_train)
+        _fit_on_every_core(pipeline, x_train, y_train)
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"{name} failed to fit: {exc}") from exc
     # The holdout as the service would see it (coerced, clipped under "clip"), for the parity check.
@@ -146,6 +146,23 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
         dropped_rows=dropped,
         serving=plan_serving(pipeline, probabilities, coerced_hold),
     )
+
+
+def _fit_on_every_core(pipeline: Pipeline, features: pd.DataFrame, target: pd.Series) -> None:
+    """Fit; an estimator left at ``n_jobs=None`` fits on every core, then scores on one.
+
+    Scoring stays single-threaded: each API and worker process already has a core. The fitted
+    model is the same either way (scikit-learn draws every tree's seed before dispatching).
+    """
+    estimator = pipeline[-1]
+    parallel = estimator.get_params().get("n_jobs", False) is None
+    if parallel:
+        estimator.set_params(n_jobs=-1)
+    try:
+        pipeline.fit(features, target)
+    finally:
+        if parallel:
+            estimator.set_params(n_jobs=None)
 
 
 def _split(target: pd.Series, task: Task, options: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
