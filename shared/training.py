@@ -155,7 +155,9 @@ def _fit_on_every_core(pipeline: Pipeline, features: pd.DataFrame, target: pd.Se
     model is the same either way (scikit-learn draws every tree's seed before dispatching).
     """
     estimator = pipeline[-1]
-    parallel = estimator.get_params().get("n_jobs", False) is None
+    # Ensembles fit their members in parallel; elsewhere n_jobs is unused (or deprecated).
+    is_ensemble = type(estimator).__module__.startswith("sklearn.ensemble")
+    parallel = is_ensemble and estimator.get_params().get("n_jobs", False) is None
     if parallel:
         estimator.set_params(n_jobs=-1)
     try:
