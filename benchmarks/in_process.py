@@ -30,7 +30,13 @@ def load_active_model(data_dir: Path) -> LoadedModel:
 def serving_path() -> tuple[str, Callable[[LoadedModel, list[dict]], dict]]:
     """The function behind POST /predict, by name: instances in, response body out."""
     if hasattr(serving, "predict_instances"):
-        return "shared.serving.predict_instances", serving.predict_instances
+
+        def answer(model: LoadedModel, instances: list[dict]) -> dict:
+            body = serving.predict_instances(model, instances)
+            # Some versions return (scores, body); the body is what a request pays for either way.
+            return body[-1] if isinstance(body, tuple) else body
+
+        return "shared.serving.predict_instances", answer
 
     def predict_instances(model: LoadedModel, instances: list[dict]) -> dict:
         return serving.prediction_response(model, instances_to_frame(instances, model.schema))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +66,8 @@ def answer_problem(plan: ServerPlan, response: requests.Response, rows: int) -> 
     return None
 
 
-def measure_server(
-    plan: ServerPlan, bodies: dict[int, Path], scripts: dict[int, Path], durations: LoadDurations
-) -> tuple[dict, dict[int, dict]]:
-    """Run every shape against a server that is already up.
-
-    Returns the figures (or the error) by shape key, and the server's answer to each body,
-    for checking that servers of the same model agree.
-    """
-    figures: dict[str, dict] = {}
+def collect_answers(plan: ServerPlan, bodies: dict[int, Path]) -> tuple[dict[int, dict], dict[int, str]]:
+    """The server's answer to each body, and what is wrong where it did not answer correctly."""
     answers: dict[int, dict] = {}
     problems: dict[int, str] = {}
     for rows, body_path in bodies.items():
@@ -83,18 +78,46 @@ def measure_server(
         else:
             problems[rows] = problem
             log.warning("%s does not answer %d-row requests correctly: %s", plan.name, rows, problem)
+    return answers, problems
+
+
+def measure_shape(plan: ServerPlan, shape: RequestShape, script_path: Path, durations: LoadDurations) -> dict:
+    """A warm-up run, then the measured one, with the machine's load average when it began."""
+    load = {"url": plan.predict_url, "script_path": script_path, "connections": shape.connections}
+    run_wrk(**load, duration_s=durations.warmup_s)
+    load_average = os.getloadavg()[0]
+    result = run_wrk(**load, duration_s=durations.measure_s)
+    log.info(
+        "%-8s %4d rows, %2d conn: p50 %8.3f ms  p99 %8.3f ms  %8.1f req/s  (load %.1f)%s",
+        plan.name, shape.rows, shape.connections, result.p50_ms, result.p99_ms, result.requests_per_s, load_average,
+        f"  {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
+        if result.non_2xx or result.socket_errors else "",
+    )  # fmt: skip
+    return {**result.to_dict(), "load_average": load_average}
+
+
+def measure_servers(
+    plans: list[ServerPlan], bodies: dict[int, Path], scripts: dict[int, Path], durations: LoadDurations
+) -> tuple[dict[str, dict], dict[str, dict[int, dict]]]:
+    """Every shape on every server, which are all up: each shape runs on one server after
+    another, so a burst of other work on the machine hits all of them alike.
+
+    Returns the figures (or errors) by server and shape key, and each server's answers to
+    the bodies, for checking that servers of the same model agree.
+    """
+    figures: dict[str, dict] = {plan.name: {} for plan in plans}
+    answers: dict[str, dict[int, dict]] = {}
+    problems: dict[str, dict[int, str]] = {}
+    for plan in plans:
+        answers[plan.name], problems[plan.name] = collect_answers(plan, bodies)
     for shape in SHAPES:
-        if shape.rows in problems:
-            figures[shape.key] = {"error": problems[shape.rows]}
-            continue
-        load = {"url": plan.predict_url, "script_path": scripts[shape.rows], "connections": shape.connections}
-        run_wrk(**load, duration_s=durations.warmup_s)
-        result = run_wrk(**load, duration_s=durations.measure_s)
-        log.info(
-            "%-8s %4d rows, %2d conn: p50 %8.3f ms  p99 %8.3f ms  %8.1f req/s%s",
-            plan.name, shape.rows, shape.connections, result.p50_ms, result.p99_ms, result.requests_per_s,
-            f"  ({result.non_2xx} non-2xx, {result.socket_errors} socket errors)"
-            if result.non_2xx or result.socket_errors else "",
-        )  # fmt: skip
-        figures[shape.key] = result.to_dict()
+        for plan in plans:
+            if shape.rows in problems[plan.name]:
+                figures[plan.name][shape.key] = {"error": problems[plan.name][shape.rows]}
+                continue
+            try:
+                figures[plan.name][shape.key] = measure_shape(plan, shape, scripts[shape.rows], durations)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:  # wrk failed: report it, go on
+                log.error("%s %s: %s", plan.name, shape.key, exc)
+                figures[plan.name][shape.key] = {"error": str(exc)}
     return figures, answers

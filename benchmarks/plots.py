@@ -8,6 +8,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmarks.latency import ROWS_PER_REQUEST
+from benchmarks.report import model_title
 from benchmarks.servers import SERVER_NAMES
 from benchmarks.targets import http_figure, short_count
 
@@ -18,11 +19,6 @@ def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
     figure.savefig(path, dpi=110)
     return path
-
-
-def model_title(label: str, model: dict) -> str:
-    description = model.get("model", {}).get("description", "")
-    return label if description in ("", label) else f"{label}: {description}"
 
 
 def latency_plot(models: dict[str, dict], path: Path) -> Path:
@@ -63,7 +59,10 @@ def batch_plot(models: dict[str, dict], batch_rows: int, path: Path) -> Path:
             ax.axhline(in_process, color="tab:green", linestyle="--", label="one in-process predict_proba")
             ax.axhline(in_process / 2, color="tab:green", linestyle=":", label="target: half the in-process rate")
         ax.set(xlabel="worker processes", ylabel="rows/s", yscale="log")
+        shown = [rate for _, rate in runs] + ([in_process, in_process / 2] if in_process else [])
+        if shown:
+            ax.set_ylim(min(shown) / 2, max(shown) * 3)  # room above the lines for the legend
         ax.set_title(f"{model_title(label, model)}, {short_count(batch_rows)}-row CSV job")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left")
     return _save(figure, path)

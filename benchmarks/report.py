@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 from benchmarks.latency import CONCURRENT_CONNECTIONS
-from benchmarks.servers import FLOOR, PREDICTQ, SERVER_NAMES, TEXTBOOK
+from benchmarks.servers import SERVER_NAMES
 from benchmarks.targets import TEN_MILLION, http_figure, short_count
 
-SERVER_DESCRIPTIONS = {
-    FLOOR: "no model: Flask + gunicorn (2 sync workers) parse the JSON body and answer a constant "
-    "(`benchmarks/apps/floor.py`)",
-    TEXTBOOK: "Flask + gunicorn (2 sync workers), `pd.DataFrame(body['instances'])` then "
-    "`pipeline.predict_proba`, on predictq's `model.joblib` loaded with `joblib.load` (`benchmarks/apps/textbook.py`)",
-    PREDICTQ: "`predictq serve` with its defaults against the model's data directory, `POST /predict`",
-}
+METHOD = """\
+## How it measures
 
-
+- Data: a seeded synthetic table (`benchmarks/synthetic.py`, seed {seed}), {training_rows:,} rows, 8 numeric and
+  3 categorical features each missing in about 5 % of rows, and a binary `outcome` that depends on them.
+- Models: `predictq train --estimator logistic`, and `predictq train` with no estimator (the default), each in
+  its own data directory.
+- floor: no model. Flask + gunicorn (2 sync workers) parse the JSON body and answer a constant
+  (`benchmarks/apps/floor.py`).
+- textbook: Flask + gunicorn (2 sync workers), `pd.DataFrame(body["instances"])` then `pipeline.predict_proba`,
+  on predictq's `model.joblib` loaded with `joblib.load` (`benchmarks/apps/textbook.py`).
+- predictq: `predictq serve` with its defaults against the model's data directory, `POST /predict`.
+- Load: wrk, {measure_s:g} s per figure after a {warmup_s:g} s warm-up whose figures are dropped. The three servers
+  of a model are up together and each request shape runs on one after the other, so other work on the machine
+  weighs on all three alike. Bodies are rows of the table with their missing values as JSON null; the 1-row body
+  has a missing numeric and a missing categorical value. p50 and p99 are wrk's histogram percentiles, printed in
+  microseconds by the script's `done` hook.
+- In process: the function `POST /predict` calls, in a loop for {in_process_s:g} s per size, on the model loaded
+  with `ModelStore`; beside it the textbook app's two lines on the same rows.
+- Batch: a {batch_rows:,}-row CSV of unseen rows, submitted as `text/csv` to `POST /jobs` of a fresh `predictq up`
+  (`PREDICTQ_WORKER_CONCURRENCY` {worker_counts}), polled every 0.2 s, its CSV result streamed back and its rows
+  counted; timed from submission to the last byte. A {warmup_job_rows:,}-row job runs first, untimed. Peak RSS is
+  each process's `VmHWM`, sampled every 0.2 s. In process: one `predict_proba` call on the same file read with
+  `pd.read_csv`, by the `model.joblib` loaded on its own.
+"""
 BATCH_TIMINGS = ("submit_s", "queue_and_scoring_s", "download_s", "total_s")
+
+
+def model_title(label: str, model: dict) -> str:
+    """ "default: random_forest (100 trees)"; just "logistic" when the estimator is the label."""
+    description = model.get("model", {}).get("description", "")
+    return label if description in ("", label) else f"{label}: {description}"
 
 
 def _ms(value: float | None) -> str:
@@ -137,7 +159,7 @@ def _http_errors(model: dict) -> list[str]:
 
 def _model_section(label: str, model: dict) -> list[str]:
     info = model.get("model", {})
-    lines = [f"## {label}: {info.get('description', 'not trained')}", ""]
+    lines = [f"## {model_title(label, model)}", ""]
     if "error" in model:
         return [*lines, f"Not measured: {model['error']}", ""]
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in info.get("metrics", {}).items() if isinstance(v, float))
@@ -149,6 +171,11 @@ def _model_section(label: str, model: dict) -> list[str]:
         *http_table(model),
         "",
     ]
+    loads = [
+        f["load_average"] for figures in model.get("http", {}).values() for f in figures.values() if "load_average" in f
+    ]
+    if loads:
+        lines += [f"Load average (1 min) as these runs began: {min(loads):.1f} to {max(loads):.1f}.", ""]
     agreement = model.get("agreement")
     if agreement:
         lines += [
@@ -182,27 +209,16 @@ def markdown(results: dict, latency_png: str, batch_png: str) -> str:
         f"{results['load_average'][1]:.2f} at the end (other work on the machine moves the figures)",
         f"- Versions: {version_text}",
         "",
-        "## How it measures",
-        "",
-        f"- Data: a seeded synthetic table (`benchmarks/synthetic.py`), {settings['training_rows']:,} rows, 8 numeric "
-        "and 3 categorical features each missing in about 5 % of rows, a binary `outcome` that depends on them.",
-        "- Models: `predictq train --estimator logistic`, and `predictq train` with no estimator (the default), "
-        "each in its own data directory.",
-        *[f"- {name}: {text}." for name, text in SERVER_DESCRIPTIONS.items()],
-        f"- Load: wrk, {settings['measure_s']:g} s per figure after a {settings['warmup_s']:g} s warm-up whose figures "
-        f"are dropped; one server runs at a time. Bodies are rows of the table with their missing values as JSON "
-        "null; the 1-row body has a missing numeric and a missing categorical value. p50 and p99 are wrk's "
-        "histogram percentiles, printed by the script's `done` hook.",
-        f"- In process: the function `POST /predict` calls, in a loop for {settings['in_process_s']:g} s per size, "
-        "on the model loaded with `ModelStore`; beside it the textbook app's two lines on the same rows.",
-        f"- Batch: a {settings['batch_rows']:,}-row CSV of unseen rows, submitted as `text/csv` to `POST /jobs` of a "
-        "fresh `predictq up` (`PREDICTQ_WORKER_CONCURRENCY` = 1, then 2), polled every 0.2 s, its CSV result "
-        "streamed back and its rows counted; timed from submission to the last byte. A 20,000-row job runs first, "
-        "untimed. Peak RSS is each process's `VmHWM`, sampled every 0.2 s.",
-        "",
+        METHOD.format(**{**settings, "worker_counts": " then ".join(map(str, settings["worker_counts"]))}),
         "## Targets",
         "",
         *targets_table(results),
+        "",
+        "Retraining wall time (reported, no bound): "
+        + ", ".join(
+            f"{label} {m['model']['training_wall_s']:.1f} s" for label, m in results["models"].items() if "model" in m
+        )
+        + " for `predictq train` on the table, start to exit.",
         "",
     ]
     for label, model in results["models"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from benchmarks import plots, report
 from benchmarks.batch import run_batch
 from benchmarks.in_process import measure_request_costs, measure_vectorized_rate
-from benchmarks.latency import ROWS_PER_REQUEST, LoadDurations, measure_server
+from benchmarks.latency import ROWS_PER_REQUEST, LoadDurations, measure_servers
 from benchmarks.machine import library_versions, machine_description, product_revision
 from benchmarks.models import TrainedVersion, train_model
 from benchmarks.servers import PREDICTQ, TEXTBOOK, floor_plan, predictq_plan, serving, textbook_plan
@@ -42,7 +43,7 @@ class RunOptions:
 
     @property
     def durations(self) -> LoadDurations:
-        return LoadDurations(measure_s=2, warmup_s=1) if self.quick else LoadDurations(measure_s=10, warmup_s=2)
+        return LoadDurations(measure_s=2, warmup_s=1) if self.quick else LoadDurations(measure_s=6, warmup_s=1)
 
     @property
     def batch_rows(self) -> int:
@@ -50,7 +51,7 @@ class RunOptions:
 
     @property
     def in_process_s(self) -> float:
-        return 0.5 if self.quick else 3.0
+        return 0.5 if self.quick else 2.0
 
 
 def attempt(what: str, call: Callable[[], object]) -> object:
@@ -78,23 +79,21 @@ def agreement(textbook: dict[int, dict], predictq: dict[int, dict]) -> dict | No
 
 
 def measure_http(trained: TrainedVersion, bodies: dict, scripts: dict, options: RunOptions, logs: Path) -> dict:
+    """The floor, the textbook app and predictq for one model, all up at once."""
     figures: dict = {}
-    answers: dict = {}
-    plans = (floor_plan(), textbook_plan(trained.model_path), predictq_plan(trained.data_dir))
-    for plan in plans:
-        log.info("%s: %s on %s", trained.label, plan.name, plan.base_url)
-
-        def measure(plan=plan):
-            with serving(plan, logs / f"{trained.label}-{plan.name}.log"):
-                return measure_server(plan, bodies, scripts, options.durations)
-
-        outcome = attempt(f"{trained.label} {plan.name}", measure)
-        if isinstance(outcome, dict):  # the server failed to start
-            figures[plan.name] = outcome
-        else:
-            figures[plan.name], answers[plan.name] = outcome
-    agreed = agreement(answers.get(TEXTBOOK, {}), answers.get(PREDICTQ, {}))
-    return {"http": figures, "agreement": agreed}
+    with contextlib.ExitStack() as running:
+        plans = []
+        for plan in (floor_plan(), textbook_plan(trained.model_path), predictq_plan(trained.data_dir)):
+            log.info("%s: starting %s on %s", trained.label, plan.name, plan.base_url)
+            log_path = logs / f"{trained.label}-{plan.name}.log"
+            started = attempt(f"starting {plan.name}", lambda p=plan, f=log_path: running.enter_context(serving(p, f)))
+            if isinstance(started, dict):
+                figures[plan.name] = started
+            else:
+                plans.append(plan)
+        measured, answers = measure_servers(plans, bodies, scripts, options.durations)
+    figures.update(measured)
+    return {"http": figures, "agreement": agreement(answers.get(TEXTBOOK, {}), answers.get(PREDICTQ, {}))}
 
 
 def measure_batches(trained: TrainedVersion, csvs: dict[int, Path], warmup_csv: Path, logs: Path) -> list[dict]:
@@ -169,13 +168,17 @@ def run_suite(options: RunOptions, command: str) -> dict:
             "warmup_s": options.durations.warmup_s,
             "in_process_s": options.in_process_s,
             "batch_rows": options.batch_rows,
+            "worker_counts": WORKER_COUNTS,
+            "warmup_job_rows": WARMUP_JOB_ROWS,
         },
         "models": {},
     }
     load_at_start = os.getloadavg()[0]
     inputs = prepare_inputs(options)
     for label in options.models:
-        results["models"][label] = measure_model(label, inputs, options)
+        results["models"][label] = attempt(
+            f"measuring {label}", lambda label=label: measure_model(label, inputs, options)
+        )
     results["load_average"] = [load_at_start, os.getloadavg()[0]]
     results["targets"] = evaluate_targets(results["models"], options.batch_rows)
     results["duration_s"] = time.monotonic() - started
