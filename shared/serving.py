@@ -49,7 +49,9 @@ class Scored:
         return [str(c) for c in self.classes or []]
 
     def prediction_list(self) -> list:
-        return [to_json_value(v) for v in self.predictions]
+        if self.predictions.dtype.kind in "biuUS":  # numbers, booleans, text: Python values already
+            return self.predictions.tolist()
+        return [to_json_value(v) for v in self.predictions]  # floats (NaN to None) and objects
 
     def probability_rows(self) -> list[dict] | None:
         if self.probabilities is None:
