@@ -13,6 +13,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "text"]
 # Placeholders from .env.example: a server must never run with one of these as its token.
 EXAMPLE_TOKENS = frozenset({"change-me", "changeme", ""})
+# A 2,000-column header of 100-byte names fits; a hostile one (a million columns) is refused
+# before a parser spends memory on it. shared.batch.validate_csv uses the same defaults.
+DEFAULT_MAX_CSV_HEADER_BYTES = 256 * 1024
+DEFAULT_MAX_CSV_COLUMNS = 2_000
 
 
 class Settings(BaseSettings):
@@ -44,6 +48,12 @@ class Settings(BaseSettings):
     sync_max_rows: int = Field(1000, ge=1, description="Rows POST /predict answers at once.")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest JSON body accepted (413 beyond).")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="Largest CSV upload for a batch job.")
+    max_csv_header_bytes: int = Field(
+        DEFAULT_MAX_CSV_HEADER_BYTES, ge=1024, description="Longest first line (header) of a CSV upload (400 beyond)."
+    )
+    max_csv_columns: int = Field(
+        DEFAULT_MAX_CSV_COLUMNS, ge=1, description="Most columns a CSV upload may have (400 beyond)."
+    )
     out_of_range_policy: OutOfRangePolicy = Field(
         "warn", description="Default policy for numeric values outside the training range."
     )

@@ -11,7 +11,15 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import LockError
 
-from shared.batch import JobFiles, remove_chunks, score_chunk, split_input, write_results
+from shared.batch import (
+    JobFiles,
+    is_job_id,
+    remove_chunks,
+    result_columns,
+    score_chunk,
+    split_input,
+    write_results,
+)
 from shared.errors import JobNotFound, PredictqError
 from shared.jobs import ACTIVE, FINALIZE, RUNNING
 from shared.lifecycle import train_version
@@ -59,7 +67,14 @@ def _job_step(context, job_id: str, what: str, soft_limit_s: int, detail_prefix:
 
 
 def _live_job(context, job_id: str) -> dict | None:
-    """The job's record, or None when it was cancelled, finished or expired: skip the work."""
+    """The job's record, or None when it was cancelled, finished or expired: skip the work.
+
+    A message naming something that is not a job id is dropped unread: ids become Redis
+    keys and paths, and a message is not trusted to hold a safe one.
+    """
+    if not is_job_id(job_id):
+        log.warning("message for %r, which is not a job id; dropped", str(job_id)[:40])
+        return None
     try:
         record = context.jobs.get(job_id)
     except JobNotFound:
@@ -71,26 +86,62 @@ def _live_job(context, job_id: str) -> dict | None:
 
 @shared_task(name=SPLIT_TASK, bind=True)
 def split_batch(self, job_id: str) -> None:
-    """Cut a batch job's input into chunks and queue one scoring task per chunk."""
+    """Cut a batch job's input into chunks, queueing each chunk's scoring as soon as it is cut.
+
+    Run again (a redelivered or re-sent message) after the chunk count was recorded, it
+    cuts nothing and queues every chunk not yet scored: the first run may have died before
+    queueing them all. Before the count was recorded it splits again: the chunk files come
+    out the same, and a chunk queued twice is scored twice but counted once.
+    """
     context = context_of(self.app)
     record = _live_job(context, job_id)
     if record is None:
         return
     if record.get("chunks") is not None:
-        # A split message sent again (redelivered, or re-sent by the sweeper): cutting the input
-        # anew would rewrite chunks other workers may be scoring. Lost chunks are the sweeper's.
-        log.info("job %s is already split into %s chunks; skipping", job_id, record["chunks"])
+        _queue_unscored(self.app, context, job_id, record["chunks"])
         return
     context.jobs.start(job_id)
-    chunk_rows = context.settings.job_chunk_rows
+    # A split run again keeps the chunk size its chunks may already be scored with.
+    chunk_rows = int(record.get("chunk_rows") or context.settings.job_chunk_rows)
+
+    def queue_chunk(chunk: int) -> None:
+        self.app.send_task(SCORE_TASK, args=[job_id, chunk])
+
     # Failing the job on a soft limit matters here: some chunks may never have been queued,
     # and a job left running would wait for them forever.
     with _job_step(context, job_id, "splitting the input", context.settings.batch_soft_time_limit_s):
         files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
-        rows, chunks = split_input(files, chunk_rows, record.get("id_column"))
-        context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
-        for chunk in range(chunks):
-            self.app.send_task(SCORE_TASK, args=[job_id, chunk])
+        model = context.models.get(record["model_version"])
+        context.jobs.update(job_id, chunk_rows=chunk_rows)  # scorers of early chunks need it
+        rows, chunks = split_input(
+            files, chunk_rows, record.get("id_column"), result_columns=result_columns(model), on_chunk=queue_chunk
+        )
+        context.jobs.update(job_id, total=rows, chunks=chunks)
+        # Scorers that finished before the count was recorded could not know they were the last.
+        _queue_finalize_if_scored(self.app, context, job_id, chunks)
+
+
+def _queue_unscored(app, context, job_id: str, chunks: int) -> None:
+    """Queue the chunks of a split job not yet scored; with all scored, its finalize if unclaimed.
+
+    A chunk still being scored elsewhere is queued a second time: scoring is idempotent and
+    a chunk is counted once.
+    """
+    unscored = context.jobs.missing_chunks(job_id, chunks)
+    for chunk in unscored:
+        app.send_task(SCORE_TASK, args=[job_id, chunk])
+    if unscored:
+        log.info("job %s was split already; queued its %d unscored chunks again", job_id, len(unscored))
+    elif _queue_finalize_if_scored(app, context, job_id, chunks):
+        log.info("job %s was split and scored already; queued its finalize", job_id)
+
+
+def _queue_finalize_if_scored(app, context, job_id: str, chunks: int) -> bool:
+    """Queue the finalize of a job whose every chunk is scored, unless another caller claimed it."""
+    if context.jobs.missing_chunks(job_id, chunks) or not context.jobs.claim(job_id, FINALIZE):
+        return False
+    app.send_task(FINALIZE_TASK, args=[job_id])
+    return True
 
 
 @shared_task(name=SCORE_TASK, bind=True)
@@ -111,8 +162,17 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
     if step.failed:
         return
     done = context.jobs.record_chunk(job_id, chunk, rows)
-    if done == record["chunks"] and context.jobs.claim(job_id, FINALIZE):
+    # Read after counting: the split may have recorded the chunk count meanwhile (or not yet,
+    # and then it queues the finalize itself).
+    if done == _chunk_count(context, job_id) and context.jobs.claim(job_id, FINALIZE):
         self.app.send_task(FINALIZE_TASK, args=[job_id])
+
+
+def _chunk_count(context, job_id: str) -> int | None:
+    try:
+        return context.jobs.get(job_id).get("chunks")
+    except JobNotFound:
+        return None
 
 
 @shared_task(name=FINALIZE_TASK, bind=True)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import pickle
 import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from shared import batch
 from shared.batch import (
     COPY_BLOCK_BYTES,
     JobFiles,
+    is_job_id,
     remove_chunks,
+    result_columns,
     save_upload,
     score_chunk,
     split_input,
@@ -24,13 +29,16 @@ from shared.batch import (
 )
 from shared.errors import BadRequest, InvalidInput, PayloadTooLarge
 from shared.inputs import ABOVE_MAX, BELOW_MIN, MISSING, UNKNOWN_CATEGORY
+from shared.jobs import new_job_id
 from shared.lifecycle import train_version
 from shared.serving import prediction_response
+from shared.settings import Settings
 from shared.storage import LocalStorage, ObjectStorage
 from shared.store import LoadedModel, ModelStore
 from shared.training import TrainingOptions
 
 PENGUINS_CSV = Path(__file__).resolve().parents[2] / "data" / "penguins.csv"
+JOB_ID = "0123456789abcdef0123456789abcdef"
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
 CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
 
@@ -55,7 +63,7 @@ def rows() -> pd.DataFrame:
 
 @pytest.fixture
 def files(tmp_path: Path) -> JobFiles:
-    return JobFiles(tmp_path / "jobs", "job1").create()
+    return JobFiles(tmp_path / "jobs", JOB_ID).create()
 
 
 def inject_faults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +91,7 @@ def run_batch(files: JobFiles, model: LoadedModel, chunk_rows: int, id_column: s
     rows, chunks = split_input(files, chunk_rows, id_column)
     scored = [score_chunk(files, chunk, model, chunk_rows, id_column) for chunk in range(chunks)]
     assert sum(scored) == rows
-    quality = write_results(files, chunks, model, "job1", id_column)
+    quality = write_results(files, chunks, model, JOB_ID, id_column)
     remove_chunks(files)
     return quality
 
@@ -232,7 +240,7 @@ def test_json_batch_result_matches_predict_response(files: JobFiles, model: Load
 
     result = read_result_json(files)
     expected = prediction_response(model, pd.DataFrame(instances))
-    assert result.pop("job_id") == "job1"
+    assert result.pop("job_id") == JOB_ID
     assert list(result) == ["model_version", "predictions", "probabilities", "warnings"]
     assert result == expected
     assert len(result["predictions"]) == 10
@@ -295,7 +303,7 @@ def test_csv_batch_result_json_matches_predict_response(
 
     result = read_result_json(files)
     expected = prediction_response(model, pd.read_csv(files.input_csv))
-    assert result.pop("job_id") == "job1"
+    assert result.pop("job_id") == JOB_ID
     assert result.pop("ids") == rows["penguin_id"].tolist()
     assert result == expected
 
@@ -325,13 +333,13 @@ def test_score_chunk_twice_gives_the_same_output(files: JobFiles, model: LoadedM
     split_input(files, 4, "penguin_id")
 
     first_rows = score_chunk(files, 1, model, 4, "penguin_id")
-    first = pd.read_pickle(files.chunk_output(1))
+    first = files.chunk_output(1).read_bytes()
     second_rows = score_chunk(files, 1, model, 4, "penguin_id")
-    second = pd.read_pickle(files.chunk_output(1))
     assert first_rows == second_rows == 4
-    assert first == second
-    assert first["ids"] == ["005", "006", "007", "008"]
-    assert [w["row"] for w in first["warnings"]] == [4, 5, 6, 7]
+    assert files.chunk_output(1).read_bytes() == first
+    output = files.read_table(files.chunk_output(1)).to_pylist()[0]
+    assert json.loads(b"[" + output["ids"] + b"]") == ["005", "006", "007", "008"]
+    assert [w["row"] for w in json.loads(b"[" + output["warnings"] + b"]")] == [4, 5, 6, 7]
 
 
 def test_rescoring_a_chunk_leaves_the_result_unchanged(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
@@ -343,7 +351,7 @@ def test_rescoring_a_chunk_leaves_the_result_unchanged(files: JobFiles, model: L
     _, chunks = split_input(files, 4, "penguin_id")
     for chunk in [*range(chunks), 0]:
         score_chunk(files, chunk, model, 4, "penguin_id")
-    write_results(files, chunks, model, "job1", "penguin_id")
+    write_results(files, chunks, model, JOB_ID, "penguin_id")
     assert files.result_json.read_bytes() == result_json
     assert files.result_csv.read_bytes() == result_csv
 
@@ -358,23 +366,300 @@ def test_finalising_removes_chunk_files(files: JobFiles, model: LoadedModel, row
 def test_batch_on_object_storage_needs_no_shared_disk(model: LoadedModel, rows: pd.DataFrame, tmp_path: Path) -> None:
     """With an object store, split, score and join on two hosts' scratch dirs give the local result, and
     leave no file on either host: input, chunks and results live only in the store."""
-    local = JobFiles(tmp_path / "local" / "jobs", "job1").create()
+    local = JobFiles(tmp_path / "local" / "jobs", JOB_ID).create()
     inject_faults(rows).to_csv(local.input_csv, index=False)
     expected_quality = run_batch(local, model, chunk_rows=4, id_column="penguin_id")
 
     storage = ObjectStorage(f"memory://predictq-batch-{uuid.uuid4().hex}")
-    host_a = JobFiles(tmp_path / "a" / "jobs", "job1", storage)
-    host_b = JobFiles(tmp_path / "b" / "jobs", "job1", storage)
-    storage.write_bytes("jobs/job1/input.csv", local.input_csv.read_bytes())
+    host_a = JobFiles(tmp_path / "a" / "jobs", JOB_ID, storage)
+    host_b = JobFiles(tmp_path / "b" / "jobs", JOB_ID, storage)
+    storage.write_bytes(f"jobs/{JOB_ID}/input.csv", local.input_csv.read_bytes())
     rows_total, chunks = split_input(host_a, 4, "penguin_id")
     for chunk in range(chunks):
         score_chunk(host_a if chunk % 2 else host_b, chunk, model, 4, "penguin_id")
-    quality = write_results(host_b, chunks, model, "job1", "penguin_id")
+    quality = write_results(host_b, chunks, model, JOB_ID, "penguin_id")
     remove_chunks(host_b)
 
     assert (rows_total, chunks, quality) == (10, 3, expected_quality)
-    assert storage.read_bytes("jobs/job1/result.json") == local.result_json.read_bytes()
-    assert storage.read_bytes("jobs/job1/result.csv") == local.result_csv.read_bytes()
+    assert storage.read_bytes(f"jobs/{JOB_ID}/result.json") == local.result_json.read_bytes()
+    assert storage.read_bytes(f"jobs/{JOB_ID}/result.csv") == local.result_csv.read_bytes()
     assert not storage.exists(host_b.key(host_b.chunk_input(0)))
     assert [p for p in (tmp_path / "a").rglob("*") if p.is_file()] == []
     assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == []
+
+
+# --- job ids -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["../models", "job1", "0123456789ABCDEF0123456789ABCDEF", "0" * 31, "0" * 33, "", f"{JOB_ID}/..", None, 7],
+    ids=["traversal", "short-name", "upper-case", "31-hex", "33-hex", "empty", "suffix", "none", "int"],
+)
+def test_job_files_refuse_anything_but_a_job_id(tmp_path: Path, job_id: object) -> None:
+    """JobFiles raises ValueError for an id new_job_id could not have made, before any path exists."""
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(ValueError, match="not a job id"):
+        JobFiles(tmp_path / "jobs", job_id, storage)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_job_files_accept_the_ids_jobs_are_made_with(tmp_path: Path) -> None:
+    """Ids from shared.jobs.new_job_id name a directory under jobs/."""
+    job_id = new_job_id()
+    assert is_job_id(job_id)
+    assert JobFiles(tmp_path / "jobs", job_id).dir == tmp_path / "jobs" / job_id
+
+
+# --- chunk files ---------------------------------------------------------------------------
+
+
+def chunk_table(files: JobFiles, chunk: int) -> pa.Table:
+    return files.read_table(files.chunk_input(chunk))
+
+
+def test_chunk_files_are_arrow_ipc_not_pickles(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
+    """Chunk inputs and outputs are Arrow IPC files (data only: loading one runs no code)."""
+    rows.to_csv(files.input_csv, index=False)
+    split_input(files, 4, "penguin_id")
+    score_chunk(files, 0, model, 4, "penguin_id")
+    for path in (files.chunk_input(0), files.chunk_output(0)):
+        data = path.read_bytes()
+        assert data.startswith(b"ARROW1") and data.endswith(b"ARROW1"), path
+        with pytest.raises(pickle.UnpicklingError):
+            pickle.loads(data)
+    assert chunk_table(files, 0).num_rows == 4
+
+
+def test_csv_chunks_keep_values_as_text_and_missing_as_missing(files: JobFiles) -> None:
+    """Chunks hold the CSV's text as sent ("007", " 5 "), and empty fields or pandas' NA words as missing."""
+    files.input_csv.write_bytes(b'id,a,b\n007, 5 ,x\n008,,NA\n009,"",n/a\n010,1e3,"say ""hi"", twice"\n')
+    assert split_input(files, 10) == (4, 1)
+    assert chunk_table(files, 0).to_pydict() == {
+        "id": ["007", "008", "009", "010"],
+        "a": [" 5 ", None, None, "1e3"],
+        "b": ["x", None, None, 'say "hi", twice'],
+    }
+
+
+def test_csv_split_gives_chunks_of_exactly_chunk_rows(
+    files: JobFiles, monkeypatch: pytest.MonkeyPatch, model: LoadedModel, rows: pd.DataFrame
+) -> None:
+    """However the reader's blocks fall, chunk n holds rows n*chunk_rows onwards, so row numbers
+    in warnings stay chunk * chunk_rows + i."""
+    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", 256)  # a few rows per block, cut mid-chunk
+    frame = pd.concat([inject_faults(rows)] * 5, ignore_index=True)
+    frame["penguin_id"] = [f"{i:03d}" for i in range(len(frame))]
+    frame.to_csv(files.input_csv, index=False)
+
+    rows_total, chunks = split_input(files, 7, "penguin_id")
+
+    assert (rows_total, chunks) == (50, 8)
+    assert [chunk_table(files, c).num_rows for c in range(chunks)] == [7] * 7 + [1]
+    ids = [row_id for c in range(chunks) for row_id in chunk_table(files, c)["penguin_id"].to_pylist()]
+    assert ids == frame["penguin_id"].tolist()
+    run_batch(files, model, chunk_rows=7, id_column="penguin_id")
+    expected = prediction_response(model, frame.drop(columns="penguin_id"))
+    assert read_result_json(files)["warnings"] == expected["warnings"]
+
+
+def test_csv_batch_reads_values_as_pandas_did(files: JobFiles, model: LoadedModel) -> None:
+    """Numbers with spaces or a sign, NA words, true/false words and text with commas give the answers,
+    warnings and ids that scoring the file as pandas reads it gives."""
+    files.input_csv.write_text(
+        "penguin_id,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year,note\n"
+        '007,Biscoe, 45.1 ,14.5,+210,4500,male,2008,"big, heavy"\n'
+        "008,Dream,39.5,17.4,186,NA,female,2007.0,TRUE\n"
+        "009, Torgersen,40.3,18,195,3250,n/a,2007,\n"
+        '010,Atlantis,99,1e1,181,3750,None,2009,"said ""hi"""\n'
+    )
+    run_batch(files, model, chunk_rows=3, id_column="penguin_id")
+
+    result = read_result_json(files)
+    expected = prediction_response(model, pd.read_csv(files.input_csv).drop(columns="penguin_id"))
+    assert result.pop("job_id") == JOB_ID
+    assert result.pop("ids") == ["007", "008", "009", "010"]
+    assert result == expected
+    assert {(w["row"], w["kind"]) for w in result["warnings"]} >= {(1, MISSING), (2, UNKNOWN_CATEGORY), (3, ABOVE_MAX)}
+
+
+def test_result_csv_quotes_only_what_needs_quoting(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
+    """Input columns come back as sent: a value with a comma, quote or line break is quoted the way pandas
+    quotes it, every other value is bare, a missing one is empty; floats read back as the same doubles."""
+    frame = rows.copy()
+    frame["note"] = ["plain", "a, b", 'say "hi"', "two\nlines", None, "", " padded ", "x", "y", "z"]
+    frame.to_csv(files.input_csv, index=False)
+    run_batch(files, model, chunk_rows=4, id_column="penguin_id")
+
+    text = files.result_csv.read_text()
+    assert text.startswith("penguin_id,species,island,") and text.endswith("\n")
+    assert ',"a, b",' in text and ',"say ""hi""",' in text and ',"two\nlines",' in text
+    assert ",plain," in text and ", padded ," in text and '"plain"' not in text
+    result = pd.read_csv(files.result_csv, dtype={"penguin_id": str, "note": str}, keep_default_na=False)
+    assert result["note"].tolist() == frame["note"].fillna("").tolist()
+    expected = prediction_response(model, frame.drop(columns=["penguin_id", "note"]))
+    for label in CLASSES:
+        assert result[f"probability_{label}"].tolist() == [p[label] for p in expected["probabilities"]]
+
+
+def test_a_ragged_row_fails_the_split_naming_the_fault(files: JobFiles) -> None:
+    """A data row with more fields than the header is a BadRequest saying the input cannot be read as CSV."""
+    files.input_csv.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(BadRequest, match=r"cannot be read as CSV: .*Expected 2 columns, got 3"):
+        split_input(files, 10)
+
+
+def test_split_memory_is_bounded_by_the_chunk_not_the_file(
+    files: JobFiles, monkeypatch: pytest.MonkeyPatch, rows: pd.DataFrame
+) -> None:
+    """Splitting a file many times the reader's block holds only a few blocks and one chunk in Arrow
+    memory at any chunk write: the file is never read whole."""
+    block_bytes = 64 * 1024
+    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", block_bytes)
+    big = pd.concat([rows] * 8_000, ignore_index=True)  # 80,000 rows, about 4.3 MB
+    big.to_csv(files.input_csv, index=False)
+    file_bytes = files.input_csv.stat().st_size
+    allocated: list[int] = []
+    write_table = files.write_table
+
+    def recording_write(path: Path, table: pa.Table) -> None:
+        allocated.append(pa.total_allocated_bytes())
+        write_table(path, table)
+
+    monkeypatch.setattr(files, "write_table", recording_write)
+    before = pa.total_allocated_bytes()
+    assert split_input(files, 2_000, "penguin_id") == (80_000, 40)
+    peak = max(allocated) - before
+    assert peak < 24 * block_bytes < file_bytes / 2, (peak, file_bytes)
+
+
+# --- JSON rows -----------------------------------------------------------------------------
+
+
+def test_json_input_is_a_json_array_with_one_row_per_line(files: JobFiles, rows: pd.DataFrame) -> None:
+    """input.json parses as the rows sent, and holds one row per line so it can be split line by line."""
+    instances = as_instances(rows)
+    write_json_input(files, instances)
+    text = files.input_json.read_text()
+    assert json.loads(text) == instances
+    assert text.splitlines()[0] == "[" and text.splitlines()[-1] == "]"
+    assert len(text.splitlines()) == len(instances) + 2
+
+
+def test_json_input_written_whole_on_one_line_still_splits(files: JobFiles, rows: pd.DataFrame) -> None:
+    """An input.json written by an earlier version (one line) splits as before."""
+    files.input_json.write_text(json.dumps(as_instances(rows)))
+    assert split_input(files, 4) == (10, 3)
+
+
+def test_json_values_keep_their_types(files: JobFiles, model: LoadedModel, rows: pd.DataFrame) -> None:
+    """Ids come back exactly as sent, whatever their JSON type: numbers stay numbers, text stays text,
+    mixed columns and integers beyond 64 bits are kept too."""
+    ids = [7, "007", 7.5, True, None, 2**70, {"a": 1}, [1, 2], 9, "x"]
+    instances = [{"ref": ref, **row} for ref, row in zip(ids, as_instances(rows), strict=True)]
+    write_json_input(files, instances)
+    run_batch(files, model, chunk_rows=4, id_column="ref")
+    assert read_result_json(files)["ids"] == ids
+
+    numbers = [{"ref": n, **row} for n, row in enumerate(as_instances(rows))]
+    write_json_input(files, numbers)
+    run_batch(files, model, chunk_rows=4, id_column="ref")
+    assert read_result_json(files)["ids"] == list(range(10))
+    assert pd.read_csv(files.result_csv)["ref"].tolist() == list(range(10))
+
+
+# --- result columns ------------------------------------------------------------------------
+
+
+def test_validate_csv_refuses_a_prediction_column(tmp_path: Path, model: LoadedModel, rows: pd.DataFrame) -> None:
+    """An input column named prediction would be overwritten in result.csv: InvalidInput naming it."""
+    path = tmp_path / "upload.csv"
+    rows.assign(prediction="mine").to_csv(path, index=False)
+    with pytest.raises(InvalidInput, match="prediction") as caught:
+        validate_csv(path, model.schema)
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("prediction", "the result has its own column of this name; rename the input column")
+    ]
+
+
+def test_validate_csv_refuses_a_probability_column_of_the_model(
+    tmp_path: Path, model: LoadedModel, rows: pd.DataFrame
+) -> None:
+    """Given the model's result columns, probability_<class> is refused; another probability_ name is not."""
+    assert result_columns(model) == ["prediction", *(f"probability_{c}" for c in CLASSES)]
+    path = tmp_path / "upload.csv"
+    rows.assign(probability_Gentoo=0.5).to_csv(path, index=False)
+    with pytest.raises(InvalidInput) as caught:
+        validate_csv(path, model.schema, result_columns=result_columns(model))
+    assert [e.field for e in caught.value.errors] == ["probability_Gentoo"]
+    rows.assign(probability_rain=0.5).to_csv(path, index=False)
+    assert "probability_rain" in validate_csv(path, model.schema, result_columns=result_columns(model))
+
+
+def test_split_refuses_result_columns_in_csv_and_json_inputs(
+    files: JobFiles, model: LoadedModel, rows: pd.DataFrame
+) -> None:
+    """The split refuses what validation may not have known (probability columns), for both inputs."""
+    rows.assign(probability_Adelie=1).to_csv(files.input_csv, index=False)
+    with pytest.raises(InvalidInput, match="probability_Adelie"):
+        split_input(files, 4, result_columns=result_columns(model))
+    files.input_csv.unlink()
+    write_json_input(files, [{"probability_Chinstrap": 0, **row} for row in as_instances(rows)])
+    with pytest.raises(InvalidInput, match="probability_Chinstrap"):
+        split_input(files, 4, result_columns=result_columns(model))
+    assert not files.chunks_dir.exists()
+
+
+def test_json_rows_with_a_prediction_key_are_refused(files: JobFiles, rows: pd.DataFrame) -> None:
+    """write_json_input refuses a row carrying prediction and stores nothing."""
+    instances = as_instances(rows)
+    instances[3]["prediction"] = "Adelie"
+    with pytest.raises(InvalidInput) as caught:
+        write_json_input(files, instances)
+    assert [e.field for e in caught.value.errors] == ["prediction"]
+    assert not files.input_json.exists()
+
+
+# --- header limits -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_csv_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if Arrow's CSV parser is asked to read anything."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the CSV parser was called")
+
+    monkeypatch.setattr(batch.pcsv, "open_csv", refuse)
+
+
+def test_a_million_column_header_is_refused_before_parsing(tmp_path: Path, model: LoadedModel, no_csv_parser) -> None:
+    """A 1,000,000-column header (the 7.5 MiB upload that cost 1 GiB) is refused from its bytes alone."""
+    header = ",".join(f"c{i}" for i in range(1_000_000))
+    path = write(tmp_path, (header + "\n" + "1," * 999_999 + "1\n").encode())
+    with pytest.raises(BadRequest, match=r"longer than 262144 bytes.*PREDICTQ_MAX_CSV_HEADER_BYTES"):
+        validate_csv(path, model.schema)
+
+
+def test_too_many_columns_are_refused_before_parsing(tmp_path: Path, model: LoadedModel, no_csv_parser) -> None:
+    """A header within the byte limit but over max_columns is refused, naming the count and the setting."""
+    path = write(tmp_path, (",".join(f"c{i}" for i in range(2_001)) + "\n" + "1," * 2_000 + "1\n").encode())
+    with pytest.raises(BadRequest, match=r"2001 columns; at most 2000.*PREDICTQ_MAX_CSV_COLUMNS"):
+        validate_csv(path, model.schema)
+    with pytest.raises(BadRequest, match="longer than 1024 bytes"):
+        validate_csv(path, model.schema, max_header_bytes=1024)
+
+
+def test_limits_are_settings_with_the_same_defaults() -> None:
+    """PREDICTQ_MAX_CSV_HEADER_BYTES and PREDICTQ_MAX_CSV_COLUMNS exist, defaulting to what validate_csv uses."""
+    settings = Settings()
+    assert (settings.max_csv_header_bytes, settings.max_csv_columns) == (256 * 1024, 2_000)
+    assert Settings(max_csv_columns=5, max_csv_header_bytes=4096).max_csv_columns == 5
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path, model: LoadedModel) -> None:
+    """A repeated column name is ambiguous: InvalidInput naming it."""
+    path = write(tmp_path, (",".join([*FEATURES, "island"]) + "\nBiscoe,1,2,3,4,male,2008,Dream\n").encode())
+    with pytest.raises(InvalidInput, match="more than once") as caught:
+        validate_csv(path, model.schema)
+    assert [e.field for e in caught.value.errors] == ["island"]
