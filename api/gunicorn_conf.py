@@ -7,6 +7,9 @@ the Prometheus multiprocess directory that `predictq serve` prepared tidy.
 
 from __future__ import annotations
 
+import os
+
+from gunicorn import glogging
 from prometheus_client import multiprocess
 
 from api.metrics import fresh_multiprocess_dir, remove_multiprocess_dir
@@ -17,6 +20,23 @@ from shared.settings import load_settings
 _settings = load_settings()
 
 logconfig_dict = logging_config(_settings)
+
+
+class _AppLogsRequests(glogging.Logger):
+    """gunicorn's logger without access lines: the app writes one per request, with its id.
+
+    Dropping them by level alone would still format each one first, on every answer.
+    """
+
+    def access(self, resp, req, environ, request_time) -> None:
+        return None
+
+
+logger_class = _AppLogsRequests
+# The heartbeat each worker writes to its temporary file, on every pass of its loop: in memory,
+# not on the disk (or a container's overlay file system) where it costs a system call that waits.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
 
 
 def on_starting(server) -> None:
