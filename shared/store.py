@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import platform
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ ACTIVE_KEY = "models/ACTIVE"
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+# What save() names a version: its UTC time to the microsecond, then six random hex digits.
+VERSION_PATTERN = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,12 @@ class ModelStore:
         ]
 
     def manifest(self, version: str) -> dict:
+        # Checked before the name reaches a path: a NUL byte, a separator or a 4,000-character
+        # name is simply not a version (404), never an error of the file system (500).
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+            raise ModelNotFound(f"No model version {str(version)[:80]!r}")
         key = f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"
-        if "/" in version or version.startswith(".") or not self.storage.exists(key):
+        if not self.storage.exists(key):
             raise ModelNotFound(f"No model version {version!r}")
         return json.loads(self.storage.read_bytes(key))
 
