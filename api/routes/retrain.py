@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, request
 
 from api.auth import require_admin
 from api.bodies import json_object
+from api.json_provider import loads_body
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_retrain
@@ -27,8 +26,8 @@ def retrain():
             raise BadRequest("multipart/form-data retraining needs the CSV in a field named 'file'")
         fields = request.form.to_dict()
         try:
-            fields["params"] = json.loads(fields["params"]) if fields.get("params") else {}
-        except json.JSONDecodeError as exc:
+            fields["params"] = loads_body(fields["params"]) if fields.get("params") else {}
+        except ValueError as exc:  # malformed, or nested deeper than a parser goes
             raise BadRequest("'params' must be a JSON object") from exc
         return accepted(submit_retrain(svc, fields, upload.stream))
     # An empty body means "all defaults"; a chunked one has no Content-Length but is still read.
