@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from shared import tree_onnx
 from shared.engine import (
     ONNX,
     ONNX_INPUTS,
@@ -125,7 +126,9 @@ def plan_serving(pipeline: Pipeline, probabilities: bool, holdout: PreparedInput
 
 
 def convert(estimator, matrix: np.ndarray, probabilities: bool) -> bytes:
-    """The estimator as an ONNX graph taking float64 rows of the design matrix."""
+    """The estimator as an ONNX graph taking rows of the design matrix in ``matrix``'s dtype."""
+    if matrix.dtype == np.float32 and tree_onnx.supports(estimator):
+        return tree_onnx.build(estimator, matrix.shape[1])
     from skl2onnx import to_onnx
 
     options = {id(estimator): {"zipmap": False}} if probabilities else None
