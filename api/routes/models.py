@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from flask import Blueprint
 
 from api.report import render_report
@@ -18,6 +20,23 @@ def serving_of(manifest: dict) -> dict:
         "reason": "saved before the compiled path existed: scored by its scikit-learn pipeline",
     }
     return {"serving_path": serving["path"], "serving_reason": serving["reason"]}
+
+
+def public_manifest(manifest: dict) -> dict:
+    """The manifest as the API shows it: no path on the training host, no holdout target values.
+
+    The training file is named by its base name; a regressor's holdout points (real target
+    values, plotted on the report page server-side) are counted, not listed.
+    """
+    shown = dict(manifest)
+    data = dict(shown.get("training_data") or {})
+    if "path" in data:
+        data["file"] = PurePath(data.pop("path")).name
+    shown["training_data"] = data
+    diagnostics = shown.get("diagnostics") or {}
+    if "actual" in diagnostics:
+        shown["diagnostics"] = {"holdout_points": len(diagnostics["actual"])}
+    return shown
 
 
 def _summary(manifest: dict, active: str | None) -> dict:
@@ -44,7 +63,7 @@ def list_models():
 @bp.get("/<version>")
 def show_model(version: str):
     store = services().store
-    manifest = store.manifest(version)
+    manifest = public_manifest(store.manifest(version))
     return {**manifest, **serving_of(manifest), "active": version == store.active_version()}
 
 

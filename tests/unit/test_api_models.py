@@ -46,7 +46,8 @@ def test_list_shows_every_version_newest_first_and_which_is_active(
 def test_show_returns_the_manifest_and_whether_it_is_active(
     client: FlaskClient, store: ModelStore, species_model: TrainedModel, save_model
 ) -> None:
-    """GET /models/<version> is the stored manifest plus the serving path and the active flag."""
+    """GET /models/<version> is the stored manifest (the training file by name only), the serving
+    path and the active flag."""
     version = save_model(species_model)
     inactive = save_model(species_model, activate=False)
 
@@ -55,5 +56,22 @@ def test_show_returns_the_manifest_and_whether_it_is_active(
     assert shown.status_code == 200
     manifest = store.manifest(version)
     serving = {"serving_path": manifest["serving"]["path"], "serving_reason": manifest["serving"]["reason"]}
-    assert shown.get_json() == {**manifest, **serving, "active": True}
+    data = {k: v for k, v in manifest["training_data"].items() if k != "path"} | {"file": "penguins.csv"}
+    assert shown.get_json() == {**manifest, "training_data": data, **serving, "active": True}
     assert client.get(f"/models/{inactive}").get_json()["active"] is False
+
+
+def test_public_view_hides_the_training_path_and_holdout_targets(
+    client: FlaskClient, store: ModelStore, mass_model: TrainedModel, save_model
+) -> None:
+    """Neither the training host's directories nor a regressor's holdout target values are shown."""
+    version = save_model(mass_model)
+    stored = store.manifest(version)
+    assert stored["training_data"]["path"].startswith("/") and stored["diagnostics"]["actual"]
+
+    body = client.get(f"/models/{version}").get_json()
+
+    assert "path" not in body["training_data"]
+    assert body["training_data"]["file"] == "penguins.csv"
+    assert body["diagnostics"] == {"holdout_points": len(stored["diagnostics"]["actual"])}
+    assert stored["training_data"]["path"] not in client.get(f"/models/{version}").get_data(as_text=True)
