@@ -173,8 +173,8 @@ def up(ctx: click.Context) -> None:
     """
     from predictq.local import run_stack
 
-    ctx.invoke(train, if_missing=True)
-    sys.exit(run_stack(ctx.obj))
+    # Trained once the data directory is known to be this stack's alone.
+    sys.exit(run_stack(ctx.obj, prepare=lambda: ctx.invoke(train, if_missing=True)))
 
 
 def _store(settings: Settings) -> ModelStore:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
 from celery import Celery
 from kombu import Queue
 
@@ -21,7 +23,22 @@ def broker_url(settings: Settings) -> str:
     url = settings.broker_url or settings.redis_url
     if not url:
         raise ServiceUnavailable("No queue is configured: set PREDICTQ_REDIS_URL (the local runner does it for you)")
-    return url
+    return kombu_redis_url(url)
+
+
+def kombu_redis_url(url: str) -> str:
+    """``url`` as kombu's Redis transport reads it.
+
+    redis-py names a Unix socket ``unix:///path?db=N``, kombu ``redis+socket:///path?virtual_host=N``
+    (it ignores ``db`` there); every other URL means the same to both.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = dict(parse_qsl(parts.query))
+    query["virtual_host"] = query.pop("db", "0")
+    # Built by hand: urlunsplit drops the "//" of an empty host, which kombu needs.
+    return f"redis+socket://{parts.netloc}{parts.path}?{urlencode(query)}"
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -48,8 +48,8 @@ JOB_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 POLL_S = 0.05
 STACK_READY_TIMEOUT_S = 120.0
-# The runner stops API, worker and Redis one after the other, each allowed 20 s.
-STACK_STOP_TIMEOUT_S = 70.0
+# The runner stops everything within 10 s; the rest is room for a loaded machine.
+STACK_STOP_TIMEOUT_S = 30.0
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -68,6 +68,29 @@ def is_running(pid: int) -> bool:
     """True while the process exists and is not a zombie (a zombie has exited; it only awaits reaping)."""
     fields = _proc_stat(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, it names one process for good."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def children_of(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
 
 
 def descendants(pid: int) -> set[int]:
@@ -104,8 +127,12 @@ def wait_until_gone(pids: set[int], timeout_s: float) -> set[int]:
     return alive
 
 
-def kill_pids(pids: set[int]) -> None:
-    for pid in pids:
+def kill_pids(pids: set[int] | dict[int, int | None]) -> None:
+    """SIGKILL each pid; given ``{pid: start_time}``, only while the pid still names that process."""
+    started = pids if isinstance(pids, dict) else dict.fromkeys(pids)
+    for pid, started_at in started.items():
+        if started_at is not None and start_time(pid) != started_at:
+            continue  # gone, and the pid perhaps reused by a process that is not ours
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -217,14 +244,29 @@ class Workers:
             worker.stop()
 
 
+def _role(argv: list[str]) -> str | None:
+    """Which child of ``predictq up`` a command line is (the server rewrites its own title)."""
+    if argv[1:4] == ["-m", "predictq.cli", "worker"]:
+        return "worker"
+    if argv[1:3] == ["-m", "gunicorn"]:
+        return "api"
+    if any(name in argv[0] for name in ("redis-server", "valkey-server")):
+        return "redis"
+    return None
+
+
 class LocalStack:
     """One ``predictq up`` runner subprocess with its output captured to a file."""
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, data_dir: Path):
         self.process = process
         self.port = port
         self.log_path = log_path
+        self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
+        # Every process seen below the runner, by pid and start time: teardown ends those still
+        # alive even when the runner itself is gone (a test may SIGKILL it).
+        self.seen: dict[int, int | None] = {}
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -235,7 +277,25 @@ class LocalStack:
 
     def processes(self) -> set[int]:
         """Every live process the runner started, and theirs (gunicorn and Celery pool children)."""
-        return descendants(self.process.pid)
+        tree = descendants(self.process.pid)
+        self.seen.update({pid: start_time(pid) for pid in tree})
+        return tree
+
+    def child(self, name: str) -> int | None:
+        """The pid of the runner's own child ``name`` (redis, worker or api), None while there is none."""
+        for pid in children_of(self.process.pid):
+            if _role(command_line(pid)) == name:
+                self.seen[pid] = start_time(pid)
+                return pid
+        return None
+
+    def wait_for_output(self, text: str, timeout_s: float) -> None:
+        """Wait until the runner has written ``text``; fail with its output if it does not."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the runner did not write {text!r} within {timeout_s} s:\n{self.output()[-4000:]}")
+            time.sleep(POLL_S)
 
     def interrupt(self, timeout_s: float = STACK_STOP_TIMEOUT_S) -> tuple[int | None, set[int]]:
         """Ctrl-C the runner; return its exit code (None if still running) and its processes still alive."""
@@ -249,11 +309,11 @@ class LocalStack:
 
     def stop(self) -> None:
         """Ctrl-C, wait with a bound, then kill the runner and everything it started."""
-        if self.process.poll() is not None:
-            return
-        tree = descendants(self.process.pid)
-        stop_process(self.process, signal.SIGINT, STACK_STOP_TIMEOUT_S)
-        kill_pids(wait_until_gone(tree, STOP_TIMEOUT_S))
+        if self.process.poll() is None:
+            self.processes()
+            stop_process(self.process, signal.SIGINT, STACK_STOP_TIMEOUT_S)
+        left = wait_until_gone(set(self.seen), STOP_TIMEOUT_S)
+        kill_pids({pid: self.seen[pid] for pid in left})
 
 
 class LocalStacks:
@@ -263,15 +323,16 @@ class LocalStacks:
         self.log_dir = log_dir
         self.started: list[LocalStack] = []
 
-    def start(self, data_dir: Path) -> LocalStack:
+    def start(self, data_dir: Path, **env: str) -> LocalStack:
+        """Start ``predictq up`` on ``data_dir`` (its embedded Redis on a socket there); ``env`` adds variables."""
         port = free_port()
         env = child_env(
             PREDICTQ_DATA_DIR=str(data_dir),
             PREDICTQ_PORT=str(port),
-            PREDICTQ_LOCAL_REDIS_PORT=str(free_port()),
             PREDICTQ_DATASET_PATH=str(PENGUINS_CSV),
             PREDICTQ_API_WORKERS="1",
             PREDICTQ_WORKER_CONCURRENCY="1",
+            **env,
         )
         log_path = self.log_dir / f"up-{len(self.started) + 1}.log"
         with open(log_path, "wb") as log:
@@ -284,7 +345,7 @@ class LocalStacks:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C is what the test sends, not what the terminal sends
             )
-        stack = LocalStack(process, port, log_path)
+        stack = LocalStack(process, port, log_path, data_dir)
         self.started.append(stack)
         return stack
 
