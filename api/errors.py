@@ -24,7 +24,8 @@ STATUS_BY_ERROR: dict[type[domain.PredictqError], int] = {
     domain.InvalidInput: 422,
     domain.TrainingError: 422,
     domain.NoActiveModel: 503,
-    domain.ModelIntegrityError: 503,
+    # The server is fine; the version asked for is not servable: a conflict with its stored state.
+    domain.ModelIntegrityError: 409,
     domain.ServiceUnavailable: 503,
 }
 

@@ -29,7 +29,11 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not JSON, or not of the expected shape."),
     401: ("Unauthorized", "The bearer token is missing or wrong (or no token is configured)."),
     404: ("NotFound", "No such model version or job."),
-    409: ("Conflict", "The job is not in a state that allows this (result before success, cancel after finish)."),
+    409: (
+        "Conflict",
+        "The job is not in a state that allows this (result before success, cancel after finish), or the "
+        "model version asked for fails its integrity check (its files changed since training).",
+    ),
     413: (
         "PayloadTooLarge",
         "The body is over PREDICTQ_MAX_REQUEST_BYTES, or the upload over PREDICTQ_MAX_UPLOAD_BYTES.",
@@ -422,6 +426,10 @@ def _schemas(model: LoadedModel | None) -> dict:
                     "against scikit-learn on the holdout rows) or sklearn.",
                 },
                 "serving_reason": {"type": "string", "description": "Why that engine serves it."},
+                "integrity": {
+                    "enum": ["ok", "checksum mismatch", "missing file"],
+                    "description": "Whether the stored model files are the ones training wrote (sha256).",
+                },
                 "training_data": {"type": "object"},
                 "library_versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "active": {"type": "boolean"},
@@ -615,7 +623,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                     },
                     **_accepted(f"More than {settings.sync_max_rows} rows (PREDICTQ_SYNC_MAX_ROWS): a batch job"),
                 },
-                errors=(400, 404, 413, 422, 503),
+                errors=(400, 404, 409, 413, 422, 503),
                 secured=client,
                 description="Values are coerced to the types training saw; values outside what training saw "
                 "are handled by the model's policy and listed in `warnings`.",
@@ -628,7 +636,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "jobs",
                 "Queue a batch: JSON rows, a CSV body or a multipart CSV upload",
                 _accepted("The batch"),
-                errors=(400, 404, 413, 422, 503),
+                errors=(400, 404, 409, 413, 422, 503),
                 secured=client,
                 parameters=[
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
@@ -754,7 +762,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "models",
                 "Make a version the active one (roll back or forward)",
                 {"200": {"description": "The version now active.", "content": _json(_ref("Activation"))}},
-                errors=(404, 503),
+                errors=(404, 409, 503),
                 secured=True,
             ),
         },

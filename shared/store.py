@@ -40,6 +40,9 @@ ACTIVE_KEY = "models/ACTIVE"
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+INTEGRITY_OK = "ok"
+INTEGRITY_MISMATCH = "checksum mismatch"
+INTEGRITY_MISSING = "missing file"
 # What save() names a version: its UTC time to the microsecond, then six random hex digits.
 VERSION_PATTERN = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
 
@@ -199,6 +202,22 @@ class ModelStore:
         self.manifest(version)  # refuses unknown versions
         pointer = {"version": version, "activated_at": datetime.now(UTC).isoformat()}
         self.storage.write_bytes(ACTIVE_KEY, _dumps(pointer))
+
+    def integrity(self, version: str) -> str:
+        """``ok``, ``missing file`` or ``checksum mismatch``: whether the stored files are the ones
+        training wrote, read without unpickling anything."""
+        manifest = self.manifest(version)
+        records = [manifest["model_file"]]
+        if (manifest.get("serving") or {}).get("onnx_file"):
+            records.append(manifest["serving"]["onnx_file"])
+        for record in records:
+            try:
+                data = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{record['name']}")
+            except FileNotFoundError:
+                return INTEGRITY_MISSING
+            if hashlib.sha256(data).hexdigest() != record["sha256"]:
+                return INTEGRITY_MISMATCH
+        return INTEGRITY_OK
 
     def load(self, version: str) -> LoadedModel:
         """Load and verify one version: checksum first, then library versions."""

@@ -64,7 +64,8 @@ def list_models():
 def show_model(version: str):
     store = services().store
     manifest = public_manifest(store.manifest(version))
-    return {**manifest, **serving_of(manifest), "active": version == store.active_version()}
+    integrity = store.integrity(version)
+    return {**manifest, **serving_of(manifest), "integrity": integrity, "active": version == store.active_version()}
 
 
 @bp.get("/<version>/report")

@@ -57,7 +57,7 @@ def test_show_returns_the_manifest_and_whether_it_is_active(
     manifest = store.manifest(version)
     serving = {"serving_path": manifest["serving"]["path"], "serving_reason": manifest["serving"]["reason"]}
     data = {k: v for k, v in manifest["training_data"].items() if k != "path"} | {"file": "penguins.csv"}
-    assert shown.get_json() == {**manifest, "training_data": data, **serving, "active": True}
+    assert shown.get_json() == {**manifest, "training_data": data, **serving, "integrity": "ok", "active": True}
     assert client.get(f"/models/{inactive}").get_json()["active"] is False
 
 
@@ -75,3 +75,25 @@ def test_public_view_hides_the_training_path_and_holdout_targets(
     assert body["training_data"]["file"] == "penguins.csv"
     assert body["diagnostics"] == {"holdout_points": len(stored["diagnostics"]["actual"])}
     assert stored["training_data"]["path"] not in client.get(f"/models/{version}").get_data(as_text=True)
+
+
+def test_a_tampered_version_reports_its_integrity_and_cannot_be_activated(
+    make_client, store: ModelStore, species_model: TrainedModel, save_model
+) -> None:
+    """A changed model file: GET /models/<v> says "checksum mismatch"; activating it is a 409, nothing switched."""
+    active = save_model(species_model)
+    tampered = save_model(species_model, activate=False)
+    model_file = store.storage.root / "models" / tampered / "model.joblib"
+    model_file.write_bytes(model_file.read_bytes() + b"appended")
+    client = make_client(admin_token="t0ken")
+
+    shown = client.get(f"/models/{tampered}").get_json()
+    response = client.post(f"/models/{tampered}/activate", headers={"Authorization": "Bearer t0ken"})
+
+    assert shown["integrity"] == "checksum mismatch"
+    assert client.get(f"/models/{active}").get_json()["integrity"] == "ok"
+    assert response.status_code == 409
+    problem = response.get_json()
+    assert problem["title"] == "Model integrity check failed"
+    assert tampered in problem["detail"] and "checksum" in problem["detail"]
+    assert store.active_version() == active

@@ -148,7 +148,7 @@ def test_damaged_onnx_file_is_refused_at_load_and_by_predict(
     penguins: pd.DataFrame,
     problem_of,
 ) -> None:
-    """model.onnx that no longer matches its manifest fails the load, and POST /predict answers 503."""
+    """model.onnx that no longer matches its manifest fails the load, and POST /predict answers 409."""
     version = save_model(species_model, activate=False)
     path = version_dir(store, version) / ONNX_FILE
     if damage == "changed":
@@ -162,7 +162,7 @@ def test_damaged_onnx_file_is_refused_at_load_and_by_predict(
         store.load(version)
 
     rows = instances_of(penguins.head(2)[species_model.schema.names])
-    body = problem_of(client.post("/predict", json={"instances": rows, "model_version": version}), 503)
+    body = problem_of(client.post("/predict", json={"instances": rows, "model_version": version}), 409)
     assert body["type"] == "urn:predictq:problem:model-integrity-error"
     assert body["title"] == "Model integrity check failed"
     assert version in body["detail"]
