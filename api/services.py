@@ -14,6 +14,7 @@ from shared.serving import ActiveModel, ModelCache
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.store import LoadedModel, ModelStore
+from shared.store_id import ensure_store_id
 from shared.traffic import TrafficMonitor
 from worker.celery_app import make_celery
 
@@ -39,6 +40,14 @@ class Services:
     def storage(self) -> Storage:
         """Where models and job files are shared with the workers."""
         return self.store.storage
+
+    def store_id(self) -> str:
+        """The model store's id, recorded on each job so that only workers seeing this store serve it.
+
+        Read for each job, not kept: a store made anew under a running API gets a new id,
+        and the jobs it queues from then on must carry that one.
+        """
+        return ensure_store_id(self.storage)
 
     def model(self, version: str | None = None) -> LoadedModel:
         """A pinned version (kept loaded for later requests), else the active one."""

@@ -38,7 +38,12 @@ def model_for_job(services: Services, version: str | None) -> LoadedModel:
 
 def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: str, **fields) -> dict:
     try:
-        record = services.jobs.create(job_id, kind, request_id=request_id(), **fields)
+        store_id = services.store_id()  # of the store the job's files were just written to
+    except BaseException:
+        files.remove()
+        raise
+    try:
+        record = services.jobs.create(job_id, kind, request_id=request_id(), store_id=store_id, **fields)
         services.celery.send_task(task, args=[job_id])
     except (RedisError, OperationalError) as exc:
         files.remove()

@@ -145,11 +145,13 @@ def serve(settings: Settings, workers: int | None) -> None:
 def worker(settings: Settings, queues: str, concurrency: int | None, hostname: str | None) -> None:
     """Run a Celery worker for batch scoring and retraining."""
     from worker.celery_app import make_celery
+    from worker.context import read_store_id_at_start
     from worker.logs import configure_worker_logging
     from worker.sweeper import install_sweeper
 
     configure_worker_logging(settings)
     app = make_celery(settings)
+    read_store_id_at_start(app)  # jobs queued for another model store are refused (worker.context)
     install_sweeper(app, settings)  # re-sends the tasks of jobs whose queue messages were lost
     app.worker_main(
         [

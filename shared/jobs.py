@@ -7,6 +7,9 @@ A queue message can be lost for good (the Redis transport pops it before recordi
 unacknowledged, celery/kombu#305), so each active job also keeps ``progress_at``, the last
 time it moved, and its id in a set of active jobs: ``lost_step`` says what a job that stopped
 moving needs sent again, and the worker's sweeper sends it.
+
+The API records on each job the id of the model store it was queued for (``store_id``,
+see ``shared.store_id``); a worker that sees another store refuses the job.
 """
 
 from __future__ import annotations

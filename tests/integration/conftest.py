@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from readiness import wait_for_ready
@@ -50,6 +51,7 @@ POLL_S = 0.05
 STACK_READY_TIMEOUT_S = 120.0
 # The runner stops everything within 10 s; the rest is room for a loaded machine.
 STACK_STOP_TIMEOUT_S = 30.0
+MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -375,6 +377,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
         finally:
             stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server in its own process on a free loopback port (credentials: ``MOTO_CREDENTIALS``)."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/moto-api/", timeout=2).ok:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(POLL_S)
+        yield url
+    finally:
+        stop_process(process)
 
 
 @pytest.fixture
