@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 
 NUMERIC_COLUMNS = tuple(f"num_{i}" for i in range(8))
 # Level counts differ so the one-hot encoder has narrow and wide columns to build.
@@ -95,8 +97,12 @@ def write_batch_csv(path: Path, rows: int, block_rows: int = 1_000_000) -> Path:
 
     Block ``i`` is the synthetic table for seed ``SEED + 1 + i``: rows a model never saw.
     """
-    with path.open("w", newline="") as handle:
+    # pyarrow writes a block about four times faster than DataFrame.to_csv. The values hold no
+    # commas or quotes, so they go unquoted, header included, as pandas would write them.
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    with path.open("wb") as handle:
+        handle.write((",".join(FEATURE_COLUMNS) + "\n").encode())
         for block, start in enumerate(range(0, rows, block_rows)):
             frame = synthetic_table(min(block_rows, rows - start), SEED + 1 + block, with_target=False)
-            frame.to_csv(handle, index=False, header=block == 0)
+            pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), handle, write_options=options)
     return path
