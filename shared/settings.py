@@ -90,7 +90,13 @@ class Settings(BaseSettings):
         validation_alias="prometheus_multiproc_dir",
         description="Directory where each API worker process writes its metrics, summed by /metrics.",
     )
-    local_redis_port: int = Field(6390, ge=1, le=65535, description="Port of the embedded local Redis.")
+    # Kept so existing environments still parse; nothing reads it.
+    local_redis_port: int = Field(
+        6390,
+        ge=1,
+        le=65535,
+        description="Deprecated and ignored: the embedded local Redis listens on a Unix socket in data_dir/redis.",
+    )
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(2, ge=1, description="gunicorn worker processes.")
