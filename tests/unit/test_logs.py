@@ -160,17 +160,18 @@ def test_job_created_in_a_request_stores_its_request_id(
 def test_worker_task_lines_carry_job_request_and_model(log_lines: Callable[[], list[dict]]) -> None:
     """A task's lines carry its job id, and the request id and model version of its record; later lines none."""
     jobs = JobStore(fakeredis.FakeRedis(), 3600)
-    jobs.create("job-1", "batch", request_id="req-9", model_version="v1")
+    job_id = "0f" * 16  # tasks take only ids of the form the API makes
+    jobs.create(job_id, "batch", request_id="req-9", model_version="v1")
     task_log = logging.getLogger("worker.tasks")
 
-    bind_task(task_id="celery-id", task=None, args=["job-1", 0])
-    assert _live_job(SimpleNamespace(jobs=jobs), "job-1") is not None
+    bind_task(task_id="celery-id", task=None, args=[job_id, 0])
+    assert _live_job(SimpleNamespace(jobs=jobs), job_id) is not None
     task_log.info("scoring")
     unbind_task(task_id="celery-id", task=None)
     task_log.info("idle")
 
     scoring, idle = log_lines()
-    assert (scoring["job_id"], scoring["request_id"], scoring["model_version"]) == ("job-1", "req-9", "v1")
+    assert (scoring["job_id"], scoring["request_id"], scoring["model_version"]) == (job_id, "req-9", "v1")
     assert not {"job_id", "request_id", "model_version"} & idle.keys()
 
 
