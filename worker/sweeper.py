@@ -21,7 +21,7 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from shared.batch import JobFiles
+from shared.batch import JobFiles, is_job_id
 from shared.errors import JobNotFound
 from shared.jobs import ACTIVE, FINALIZE, SCORE, SPLIT, JobStore, Recovery, is_stalled, job_store_client, lost_step
 from shared.settings import Settings
@@ -90,10 +90,16 @@ def remove_expired_job_files(
     jobs: JobStore, storage: Storage, settings: Settings, now: float | None = None
 ) -> list[str]:
     """Delete the input and result files of jobs whose records have expired; return their ids."""
-    removed = jobs.expired_job_ids(now)
-    for job_id in removed:
+    removed = []
+    for job_id in jobs.expired_job_ids(now):
+        if not is_job_id(job_id):
+            # Not an id the API made: whoever wrote it to Redis, it never becomes a path to delete.
+            log.warning("dropping %.80r from the expiry index: not a job id", job_id)
+            jobs.files_removed(job_id)
+            continue
         JobFiles(settings.jobs_dir, job_id, storage).remove()
         jobs.files_removed(job_id)
+        removed.append(job_id)
         log.info("removed the files of expired job", extra={"job_id": job_id})
     return removed
 

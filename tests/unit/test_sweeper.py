@@ -275,23 +275,40 @@ def test_stall_threshold_must_outlast_the_batch_hard_limit(tmp_path: Path) -> No
         Settings(data_dir=tmp_path, batch_time_limit_s=660, job_stall_after_s=660)
 
 
+EXPIRED, ALIVE = "e" * 32, "a" * 32
+
+
 def test_files_of_expired_jobs_are_removed_and_live_jobs_keep_theirs(
     jobs: JobStore, redis_client: fakeredis.FakeRedis, settings: Settings
 ) -> None:
     """Once a job's record has expired, a sweep deletes its files; a job still on record keeps them."""
     storage = LocalStorage(settings.data_dir)
-    for job_id in ("expired", "alive"):
+    for job_id in (EXPIRED, ALIVE):
         jobs.create(job_id, "batch")
         files = JobFiles(settings.jobs_dir, job_id, storage)
         write_json_input(files, [{"x": 1}])
         assert files.exists(files.input_json)
-    redis_client.delete("predictq:job:expired")  # what the retention TTL does
+    redis_client.delete(f"predictq:job:{EXPIRED}")  # what the retention TTL does
     removed = remove_expired_job_files(jobs, storage, settings)
     assert removed == []  # not yet due: retention has not passed
 
     future = time.time() + settings.job_retention_s + 1
-    assert jobs.expired_job_ids(now=future) == ["expired"]
-    assert remove_expired_job_files(jobs, storage, settings, now=future) == ["expired"]
-    assert not (settings.jobs_dir / "expired").exists()
-    assert JobFiles(settings.jobs_dir, "alive", storage).exists(settings.jobs_dir / "alive" / "input.json")
+    assert jobs.expired_job_ids(now=future) == [EXPIRED]
+    assert remove_expired_job_files(jobs, storage, settings, now=future) == [EXPIRED]
+    assert not (settings.jobs_dir / EXPIRED).exists()
+    assert JobFiles(settings.jobs_dir, ALIVE, storage).exists(settings.jobs_dir / ALIVE / "input.json")
     assert jobs.expired_job_ids(now=future) == []
+
+
+def test_an_id_that_is_not_a_job_id_never_becomes_a_path(
+    jobs: JobStore, redis_client: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """ "../models" written into the expiry index is dropped from it; the models directory stays."""
+    storage = LocalStorage(settings.data_dir)
+    storage.write_bytes("models/v/manifest.json", b"{}")
+    redis_client.zadd("predictq:jobs:expiry", {"../models": 0, "../../etc": 0})
+
+    assert remove_expired_job_files(jobs, storage, settings, now=time.time()) == []
+
+    assert storage.exists("models/v/manifest.json")
+    assert jobs.expired_job_ids(now=time.time() + settings.job_retention_s + 1) == []
