@@ -25,6 +25,7 @@ import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from process_tree import children_of, command_line, descendants, group_members, kill_pids, start_time, wait_until_gone
 from readiness import wait_for_ready
 
 from api import create_app
@@ -51,92 +52,9 @@ POLL_S = 0.05
 STACK_READY_TIMEOUT_S = 120.0
 # The runner stops everything within 10 s; the rest is room for a loaded machine.
 STACK_STOP_TIMEOUT_S = 30.0
-MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...]; None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()
-
-
-def is_running(pid: int) -> bool:
-    """True while the process exists and is not a zombie (a zombie has exited; it only awaits reaping)."""
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def start_time(pid: int) -> int | None:
-    """When the process started (clock ticks since boot): with the pid, it names one process for good."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields is not None else None
-
-
-def command_line(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def children_of(pid: int) -> set[int]:
-    """Live processes whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
-        if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
-            found.add(int(entry.name))
-    return found
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, grandchildren...)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _proc_stat(int(entry.name))) is not None and fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def group_members(pgid: int) -> set[int]:
-    """Live processes in process group ``pgid``."""
-    members = set()
-    for entry in Path("/proc").iterdir():
-        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
-        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.add(int(entry.name))
-    return members
-
-
-def wait_until_gone(pids: set[int], timeout_s: float) -> set[int]:
-    """Wait for every pid to exit; return those still running at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while (alive := {pid for pid in pids if is_running(pid)}) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    return alive
-
-
-def kill_pids(pids: set[int] | dict[int, int | None]) -> None:
-    """SIGKILL each pid; given ``{pid: start_time}``, only while the pid still names that process."""
-    started = pids if isinstance(pids, dict) else dict.fromkeys(pids)
-    for pid, started_at in started.items():
-        if started_at is not None and start_time(pid) != started_at:
-            continue  # gone, and the pid perhaps reused by a process that is not ours
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -381,7 +299,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server in its own process on a free loopback port (credentials: ``MOTO_CREDENTIALS``)."""
+    """A moto S3 server in its own process on a free loopback port (it takes any credentials)."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "wb") as log:
@@ -500,6 +418,14 @@ def worker(workers: Workers, settings: Settings) -> WorkerProcess:
 def local_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStacks]:
     """Factory for ``predictq up`` subprocesses; all are stopped (then killed if need be) at teardown."""
     stacks = LocalStacks(tmp_path_factory.mktemp("up"))
+    yield stacks
+    stacks.stop_all()
+
+
+@pytest.fixture
+def fresh_stacks(tmp_path: Path) -> Iterator[LocalStacks]:
+    """Like ``local_stacks``, for one test: its runners are stopped (then killed, by pid) when it ends."""
+    stacks = LocalStacks(tmp_path)
     yield stacks
     stacks.stop_all()
 

@@ -9,26 +9,22 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
 import requests
-from conftest import (
-    PENGUINS_CSV,
-    LocalStack,
-    LocalStacks,
-    command_line,
-    descendants,
-    kill_pids,
-    start_time,
-    wait_until_gone,
-)
+from process_tree import command_line, descendants, kill_pids, start_time, wait_until_gone
 
 from predictq.redis_server import find_server_binary, server_command, socket_in_use, wait_until_ready
 
+if TYPE_CHECKING:
+    from conftest import LocalStack, LocalStacks
+
 pytestmark = pytest.mark.integration
+
+PENGUINS_CSV = Path(__file__).resolve().parents[2] / "data" / "penguins.csv"
 
 # What Docker and most CI runners give between SIGTERM and SIGKILL.
 STACK_DOWN_S = 10.0
@@ -38,34 +34,19 @@ REFUSAL_TIMEOUT_S = 60.0
 ROWS = 5
 
 
-@pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[LocalStacks]:
-    """`predictq up` runners of one test, each stopped (then killed, by pid) at its end."""
-    started = LocalStacks(tmp_path)
-    yield started
-    started.stop_all()
-
-
 @pytest.fixture(scope="module")
-def shared_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStacks]:
-    started = LocalStacks(tmp_path_factory.mktemp("up"))
-    yield started
-    started.stop_all()
-
-
-@pytest.fixture(scope="module")
-def stack(shared_stacks: LocalStacks) -> LocalStack:
+def stack(local_stacks: LocalStacks) -> LocalStack:
     """One running stack for the tests below that leave it running, started over a stale socket file.
 
     The file is what a server killed with the machine leaves: bound, then closed, nobody listening.
     """
-    data_dir = shared_stacks.log_dir / "var"
+    data_dir = local_stacks.log_dir / "var"
     path = data_dir / "redis" / "redis.sock"
     path.parent.mkdir(parents=True)
     with socket.socket(socket.AF_UNIX) as stale:
         stale.bind(str(path))
     assert path.exists() and not socket_in_use(path)
-    started = shared_stacks.start(data_dir)
+    started = local_stacks.start(data_dir)
     started.wait_ready()
     return started
 
@@ -142,9 +123,9 @@ def environment(pid: int) -> dict[str, str]:
 # --- the stack ends with its supervisor ----------------------------------------------------
 
 
-def test_sigkill_of_the_supervisor_takes_every_child_down(stacks: LocalStacks, tmp_path: Path) -> None:
+def test_sigkill_of_the_supervisor_takes_every_child_down(fresh_stacks: LocalStacks, tmp_path: Path) -> None:
     """When the supervisor is SIGKILLed, Redis, the worker, the API and their own children are gone within 10 s."""
-    stack = stacks.start(tmp_path / "var")
+    stack = fresh_stacks.start(tmp_path / "var")
     stack.wait_ready()
     tree = stack.processes()
     assert len(tree) >= 5, describe(tree)  # Redis, the worker and its pool process, gunicorn and its worker
@@ -155,10 +136,10 @@ def test_sigkill_of_the_supervisor_takes_every_child_down(stacks: LocalStacks, t
     assert not left, f"still running {STACK_DOWN_S} s after the supervisor was SIGKILLed:\n{describe(left)}"
 
 
-def test_sigterm_to_its_group_takes_the_stack_down_within_10_s(stacks: LocalStacks, tmp_path: Path) -> None:
+def test_sigterm_to_its_group_takes_the_stack_down_within_10_s(fresh_stacks: LocalStacks, tmp_path: Path) -> None:
     """SIGTERM to the group, as process managers send it, stops API and worker, then Redis, all within 10 s,
     even with a worker that does not stop when asked (frozen here, as one finishing a long task would be)."""
-    stack = stacks.start(tmp_path / "var")
+    stack = fresh_stacks.start(tmp_path / "var")
     stack.wait_ready()
     tree = stack.processes()
     worker = stack.child("worker")
@@ -250,11 +231,11 @@ def test_redis_listens_on_a_private_socket_in_the_data_dir_replacing_a_stale_one
     assert run_job(stack)["status"] == "succeeded"
 
 
-def test_a_second_stack_on_the_same_data_dir_is_refused(stack: LocalStack, stacks: LocalStacks) -> None:
+def test_a_second_stack_on_the_same_data_dir_is_refused(stack: LocalStack, fresh_stacks: LocalStacks) -> None:
     """A second `predictq up` on a data dir in use exits with a message naming it; the first keeps serving."""
     redis_pid = stack.child("redis")
 
-    second = stacks.start(stack.data_dir)
+    second = fresh_stacks.start(stack.data_dir)
     try:
         code = second.process.wait(REFUSAL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -266,7 +247,7 @@ def test_a_second_stack_on_the_same_data_dir_is_refused(stack: LocalStack, stack
     assert run_job(stack)["status"] == "succeeded"
 
 
-def test_a_server_it_did_not_start_is_never_used(stacks: LocalStacks, tmp_path: Path) -> None:
+def test_a_server_it_did_not_start_is_never_used(fresh_stacks: LocalStacks, tmp_path: Path) -> None:
     """A live server on the data dir's socket (one no supervisor holds) makes `predictq up` refuse, not attach."""
     data_dir = tmp_path / "var"
     redis_dir = data_dir / "redis"
@@ -280,7 +261,7 @@ def test_a_server_it_did_not_start_is_never_used(stacks: LocalStacks, tmp_path: 
     foreign_start = start_time(foreign.pid)
     try:
         wait_until_ready(f"unix://{path}?db=0", foreign)
-        stack = stacks.start(data_dir)
+        stack = fresh_stacks.start(data_dir)
         try:
             code = stack.process.wait(REFUSAL_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -8,11 +8,12 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
+import pandas as pd
 import pytest
 import redis
-from conftest import MOTO_CREDENTIALS, Workers, penguin_rows
 from flask.testing import FlaskClient
 
 from shared.jobs import KEY_PREFIX
@@ -20,23 +21,33 @@ from shared.settings import Settings
 from shared.storage import LocalStorage, open_storage
 from shared.store_id import STORE_ID_KEY, ensure_store_id, read_store_id
 
+if TYPE_CHECKING:
+    from conftest import Workers
+
 pytestmark = pytest.mark.integration
 
 ROWS = 6
+# moto takes any keys; these are the ones its documentation uses.
+MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
-def submit(client: FlaskClient) -> str:
-    rows = json.loads(penguin_rows(ROWS).to_json(orient="records"))
+def submit(client: FlaskClient, penguin_sample: Callable[..., pd.DataFrame]) -> str:
+    rows = json.loads(penguin_sample(ROWS).to_json(orient="records"))
     response = client.post("/jobs", json={"instances": rows})
     assert response.status_code == 202, response.get_json()
     return response.get_json()["job_id"]
 
 
 def test_a_worker_of_the_same_store_serves_the_job_recorded_with_its_store_id(
-    client: FlaskClient, worker, wait_for_job: Callable[..., dict], redis_client: redis.Redis, data_dir: Path
+    client: FlaskClient,
+    worker,
+    wait_for_job: Callable[..., dict],
+    redis_client: redis.Redis,
+    data_dir: Path,
+    penguin_sample: Callable[..., pd.DataFrame],
 ) -> None:
     """The API records the store id on the job; the worker that sees that store serves it."""
-    job_id = submit(client)
+    job_id = submit(client, penguin_sample)
     assert wait_for_job(client, job_id)["status"] == "succeeded"
     assert redis_client.hget(KEY_PREFIX + job_id, "store_id") == read_store_id(LocalStorage(data_dir))
 
@@ -48,6 +59,7 @@ def test_a_worker_of_another_data_dir_fails_the_job_naming_the_cause(
     data_dir: Path,
     tmp_path: Path,
     wait_for_job: Callable[..., dict],
+    penguin_sample: Callable[..., pd.DataFrame],
 ) -> None:
     """A stray worker on the same Redis but another data dir (holding the same model, even) takes the job and
     fails it with both store ids and the setting to fix, not with a missing file as an internal error."""
@@ -55,7 +67,7 @@ def test_a_worker_of_another_data_dir_fails_the_job_naming_the_cause(
     shutil.copytree(data_dir / "models", stray.data_dir / "models")
     workers.start(stray)
 
-    record = wait_for_job(client, submit(client))
+    record = wait_for_job(client, submit(client, penguin_sample))
 
     assert record["status"] == "failed", record
     assert "internal error" not in record["error"] and "PREDICTQ_DATA_DIR" in record["error"], record["error"]
@@ -72,6 +84,7 @@ def test_a_worker_whose_data_dir_was_deleted_refuses_and_creates_nothing_there(
     settings: Settings,
     tmp_path: Path,
     wait_for_job: Callable[..., dict],
+    penguin_sample: Callable[..., pd.DataFrame],
 ) -> None:
     """The worker's data dir removed under it (a deleted checkout): it fails the job, saying it sees no store,
     and writes no new store id into the deleted place."""
@@ -80,7 +93,7 @@ def test_a_worker_whose_data_dir_was_deleted_refuses_and_creates_nothing_there(
     workers.start(stray)
     shutil.rmtree(stray.data_dir)
 
-    record = wait_for_job(client, submit(client))
+    record = wait_for_job(client, submit(client, penguin_sample))
 
     assert record["status"] == "failed", record
     assert f"sees no model store at {stray.data_dir}" in record["error"]
