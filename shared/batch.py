@@ -43,19 +43,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
+from threadpoolctl import threadpool_limits
 
 from shared.errors import BadRequest, FieldError, InvalidInput, PayloadTooLarge
 from shared.inputs import check_columns
 from shared.schema import FeatureSchema
 from shared.serving import Scored, score_columns
-from shared.settings import DEFAULT_MAX_CSV_COLUMNS, DEFAULT_MAX_CSV_HEADER_BYTES
+from shared.settings import DEFAULT_MAX_CSV_COLUMNS, DEFAULT_MAX_CSV_HEADER_BYTES, MAX_CSV_LINE_BYTES
 from shared.storage import LocalStorage, Storage
 from shared.store import LoadedModel
 
 COPY_BLOCK_BYTES = 1 << 20
 SNIFF_BYTES = 64 * 1024
-# The CSV reader parses blocks of this size (a few at once); no single row may be longer.
-CSV_BLOCK_BYTES = 4 << 20
+# The CSV reader parses blocks of this size, one at a time: no row (nor the header) may be
+# longer. Larger blocks read no faster here and cost the worker more memory per block.
+CSV_BLOCK_BYTES = MAX_CSV_LINE_BYTES
 PREDICTION_COLUMN = "prediction"
 PROBABILITY_PREFIX = "probability_"
 JOBS_PREFIX = "jobs"
@@ -327,6 +329,8 @@ def _csv_errors(what: str) -> Iterator[None]:
         yield
     except pa.ArrowInvalid as exc:
         message = str(exc).strip()
+        if "straddl" in message:  # Arrow's words for a row longer than its block
+            message = f"a row (or the header) is longer than {CSV_BLOCK_BYTES} bytes"
         if len(message) > MAX_PARSER_MESSAGE:
             message = message[:MAX_PARSER_MESSAGE] + "..."
         raise BadRequest(f"{what} cannot be read as CSV: {message}") from exc
@@ -343,7 +347,10 @@ def _csv_reader(handle: BinaryIO, text_columns: list[str] | None = None) -> pcsv
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    return pcsv.open_csv(handle, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
+    # One thread: parallelism comes from worker processes, and one thread reads faster here
+    # than several contending with them (and reads no blocks ahead, which bounds memory).
+    read = pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    return pcsv.open_csv(handle, read_options=read, convert_options=convert)
 
 
 def _first_batches(reader: pcsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
@@ -510,7 +517,10 @@ def score_chunk(files: JobFiles, chunk: int, model: LoadedModel, chunk_rows: int
     inner text of each result.json array, and the chunk's data-quality counts.
     """
     table = files.read_table(files.chunk_input(chunk))
-    scored = score_columns(model, scoring_frame(table, model.schema), row_offset=chunk * chunk_rows)
+    # Chunks are scored side by side in worker processes: BLAS and OpenMP threads inside each
+    # would only contend for the same cores (measured: one thread per process is faster).
+    with threadpool_limits(limits=1):
+        scored = score_columns(model, scoring_frame(table, model.schema), row_offset=chunk * chunk_rows)
     # One text per probability column, for both result files: the same digits in each.
     probabilities = _probability_texts(scored)
     parts = {

@@ -17,6 +17,8 @@ EXAMPLE_TOKENS = frozenset({"change-me", "changeme", ""})
 # before a parser spends memory on it. shared.batch.validate_csv uses the same defaults.
 DEFAULT_MAX_CSV_HEADER_BYTES = 256 * 1024
 DEFAULT_MAX_CSV_COLUMNS = 2_000
+# The batch CSV reader's block (shared.batch.CSV_BLOCK_BYTES): no line of a CSV can be longer.
+MAX_CSV_LINE_BYTES = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -49,7 +51,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest JSON body accepted (413 beyond).")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="Largest CSV upload for a batch job.")
     max_csv_header_bytes: int = Field(
-        DEFAULT_MAX_CSV_HEADER_BYTES, ge=1024, description="Longest first line (header) of a CSV upload (400 beyond)."
+        DEFAULT_MAX_CSV_HEADER_BYTES,
+        ge=1024,
+        le=MAX_CSV_LINE_BYTES,
+        description="Longest first line (header) of a CSV upload (400 beyond).",
     )
     max_csv_columns: int = Field(
         DEFAULT_MAX_CSV_COLUMNS, ge=1, description="Most columns a CSV upload may have (400 beyond)."

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from shared import batch
 from shared.batch import (
@@ -663,3 +664,19 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path, model: Loaded
     with pytest.raises(InvalidInput, match="more than once") as caught:
         validate_csv(path, model.schema)
     assert [e.field for e in caught.value.errors] == ["island"]
+
+
+def test_a_row_longer_than_the_reader_block_fails_the_split_saying_so(
+    files: JobFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row the CSV reader cannot hold in one block is a BadRequest naming the limit, not Arrow's words."""
+    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", 1024)
+    files.input_csv.write_text("a,b\n1,2\n" + "x" * 5000 + ",3\n4,5\n")
+    with pytest.raises(BadRequest, match="a row \\(or the header\\) is longer than 1024 bytes"):
+        split_input(files, 10)
+
+
+def test_the_header_limit_cannot_exceed_what_the_reader_holds() -> None:
+    """PREDICTQ_MAX_CSV_HEADER_BYTES above the reader's block would accept headers no split can read."""
+    with pytest.raises(ValidationError, match="max_csv_header_bytes"):
+        Settings(max_csv_header_bytes=batch.CSV_BLOCK_BYTES + 1)
