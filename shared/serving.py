@@ -14,7 +14,7 @@ import pandas as pd
 
 from shared.engine import labels_from
 from shared.errors import NoActiveModel, PredictqError
-from shared.inputs import PreparedInput, prepare
+from shared.inputs import PreparedInput, prepare, prepare_rows
 from shared.request_rows import prepare_small
 from shared.store import LoadedModel, ModelStore
 from shared.values import to_json_value
@@ -95,8 +95,15 @@ def prediction_response(model: LoadedModel, frame: pd.DataFrame) -> dict[str, An
 
 
 def predict_instances(model: LoadedModel, instances: Any) -> tuple[Scored, dict[str, Any]]:
-    """Score JSON rows by the per-row path (no pandas); the scores and the answer's body."""
-    prepared = prepare_small(instances, model.schema, model.policy, allowed_extra={model.manifest["target"]})
+    """Score the JSON rows of a POST /predict; the scores and the answer's body.
+
+    Up to :data:`SMALL_REQUEST_ROWS` rows value by value, above column by column; neither
+    builds a frame.
+    """
+    extra = {model.manifest["target"]}
+    small = isinstance(instances, list) and len(instances) <= SMALL_REQUEST_ROWS
+    prepare_json = prepare_small if small else prepare_rows
+    prepared = prepare_json(instances, model.schema, model.policy, allowed_extra=extra)
     scored = predict_columns(model, prepared)
     return scored, prediction_body(model, prepared, scored.prediction_list(), scored.probability_rows())
 

@@ -10,9 +10,8 @@ from api.metrics import record_prediction
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_instances
-from shared.inputs import prepare_rows
 from shared.logs import bind_context
-from shared.serving import SMALL_REQUEST_ROWS, predict_columns, predict_instances, prediction_body
+from shared.serving import predict_instances
 
 bp = Blueprint("predict", __name__)
 
@@ -29,12 +28,7 @@ def predict():
     require_text({"model_version": body.get("model_version")})
     model = svc.model(body.get("model_version"))
     bind_context(model_version=model.version)
-    if len(instances) <= SMALL_REQUEST_ROWS:
-        scored, answer = predict_instances(model, instances)
-    else:
-        prepared = prepare_rows(instances, model.schema, model.policy, allowed_extra={model.manifest["target"]})
-        scored = predict_columns(model, prepared)
-        answer = prediction_body(model, scored.prepared, scored.prediction_list(), scored.probability_rows())
+    scored, answer = predict_instances(model, instances)
     record_prediction(model.version, scored.prepared.rows, scored.prepared.quality_summary())
     svc.traffic.record(model, scored.prepared)
     return answer

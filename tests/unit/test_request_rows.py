@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import api.routes.predict as predict_route
+import shared.serving as serving
 from shared.engine import DesignMatrix
 from shared.errors import PredictqError
 from shared.inputs import instances_to_frame, prepare, prepare_rows
@@ -134,7 +134,7 @@ def test_http_answers_are_byte_for_byte_the_same(
     @given(instances=st.lists(rows(), min_size=1, max_size=5))
     def check(instances: list) -> None:
         small = client.post("/predict", json={"instances": instances})
-        with mock.patch.object(predict_route, "SMALL_REQUEST_ROWS", 0):  # every request by the vectorised path
+        with mock.patch.object(serving, "SMALL_REQUEST_ROWS", 0):  # every request by the vectorised path
             vectorised = client.post("/predict", json={"instances": instances})
         assert small.status_code == vectorised.status_code
         assert small.status_code in (200, 400, 422)
