@@ -85,7 +85,6 @@ def run_batch(
     env = processes.child_environment(
         PREDICTQ_DATA_DIR=data_dir,
         PREDICTQ_PORT=port,
-        PREDICTQ_LOCAL_REDIS_PORT=processes.free_port(),
         PREDICTQ_WORKER_CONCURRENCY=worker_processes,
     )
     base_url = f"http://127.0.0.1:{port}"
