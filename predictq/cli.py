@@ -131,7 +131,7 @@ def serve(settings: Settings, workers: int | None) -> None:
         "--config", "python:api.gunicorn_conf",  # JSON logs; metric files of exited workers
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(workers or settings.api_workers),
-        "--threads", "4",
+        "--threads", str(settings.api_threads),
         "api:create_app()",
     ]  # fmt: skip
     os.execve(sys.executable, argv, env)

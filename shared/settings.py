@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,14 @@ DEFAULT_MAX_CSV_HEADER_BYTES = 256 * 1024
 DEFAULT_MAX_CSV_COLUMNS = 2_000
 # The batch CSV reader's block (shared.batch.CSV_BLOCK_BYTES): no line of a CSV can be longer.
 MAX_CSV_LINE_BYTES = 1024 * 1024
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class Settings(BaseSettings):
@@ -104,8 +113,19 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535)
-    api_workers: int = Field(2, ge=1, description="gunicorn worker processes.")
-    worker_concurrency: int = Field(2, ge=1, description="Celery worker processes.")
+    api_workers: int = Field(
+        default_factory=_cores, ge=1, description="gunicorn worker processes [default: one per core]."
+    )
+    api_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Threads per gunicorn worker. Connections are kept alive either way; one thread "
+        "more than one keeps a slow client from holding a whole process.",
+    )
+    worker_concurrency: int = Field(
+        default_factory=_cores, ge=1, description="Celery worker processes [default: one per core]."
+    )
 
     @field_validator("data_dir")
     @classmethod

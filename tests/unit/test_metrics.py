@@ -303,7 +303,21 @@ def test_serve_runs_gunicorn_with_the_config_and_an_emptied_metrics_dir(
     argv = started["argv"]
     assert argv[argv.index("--config") + 1] == "python:api.gunicorn_conf"
     assert argv[argv.index("--workers") + 1] == "3"
+    assert argv[argv.index("--threads") + 1] == "2"
     assert argv[-1] == "api:create_app()"
+
+
+def test_serve_defaults_to_one_process_per_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PREDICTQ_API_WORKERS, gunicorn gets one process per core this process may use."""
+    started = {}
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.update(argv=argv))
+
+    result = CliRunner(env={"PREDICTQ_DATA_DIR": str(tmp_path), "PREDICTQ_API_THREADS": "3"}).invoke(main, ["serve"])
+
+    assert result.exit_code == 0, result.output
+    argv = started["argv"]
+    assert argv[argv.index("--workers") + 1] == str(len(os.sched_getaffinity(0)))
+    assert argv[argv.index("--threads") + 1] == "3"
 
 
 def test_fresh_multiprocess_dir_is_a_new_temporary_one_by_default() -> None:
