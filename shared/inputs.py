@@ -172,7 +172,24 @@ def _coerce_column(column: pd.Series, feature: Feature) -> tuple[np.ndarray, lis
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         infinite = np.flatnonzero(np.isinf(values))
         return values, [(int(i), f"expected a finite number, got {float(values[i])!r}") for i in infinite]
+    if feature.kind == "categorical" and (levels := _text_column_levels(column, feature)) is not None:
+        return levels, []
     return _coerce_values(column.astype(object).tolist(), feature)
+
+
+def _text_column_levels(column: pd.Series, feature: Feature) -> np.ndarray | None:
+    """:func:`to_category` of a frame's text column in vectorised steps (batch chunks, CSV reads).
+
+    None when the column holds anything but text and missing values.
+    """
+    if feature.value_type == "boolean" or ptypes.infer_dtype(column, skipna=True) not in ("string", "empty"):
+        return None
+    missing = column.isna().to_numpy().copy()
+    if not missing.all():
+        missing |= (column.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+    levels = column.to_numpy(dtype=object, na_value=MISSING_CATEGORY)
+    levels[missing] = MISSING_CATEGORY
+    return levels
 
 
 @dataclass
