@@ -187,7 +187,7 @@ def _text_column_levels(column: pd.Series, feature: Feature) -> np.ndarray | Non
     missing = column.isna().to_numpy().copy()
     if not missing.all():
         missing |= (column.str.strip() == "").to_numpy(dtype=bool, na_value=False)
-    levels = column.to_numpy(dtype=object, na_value=MISSING_CATEGORY)
+    levels = np.array(column.to_numpy(dtype=object, na_value=MISSING_CATEGORY), dtype=object, copy=True)
     levels[missing] = MISSING_CATEGORY
     return levels
 
