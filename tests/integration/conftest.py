@@ -30,6 +30,7 @@ from readiness import wait_for_ready
 
 from api import create_app
 from predictq.redis_server import free_port, start_server
+from shared.compiled import PARITY_TOLERANCE
 from shared.inputs import prepare
 from shared.jobs import FINISHED
 from shared.lifecycle import train_version
@@ -488,7 +489,8 @@ def assert_same_predictions(result: dict, expected: Expected) -> None:
     assert len(result["predictions"]) == len(expected.labels)
     assert result["predictions"] == expected.labels
     probabilities = np.array([[row[c] for c in expected.classes] for row in result["probabilities"]])
-    np.testing.assert_allclose(probabilities, expected.probabilities, rtol=1e-12, atol=0)
+    # Small chunks may be scored by the compiled path: equal within the parity tolerance checked at training.
+    np.testing.assert_allclose(probabilities, expected.probabilities, rtol=0, atol=PARITY_TOLERANCE)
 
 
 @pytest.fixture

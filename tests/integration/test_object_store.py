@@ -31,7 +31,7 @@ from shared.lifecycle import train_version
 from shared.serving import prediction_response
 from shared.settings import Settings
 from shared.storage import ObjectStorage, open_storage
-from shared.store import ACTIVE_KEY, MODEL_FILE, MODELS_PREFIX, ModelStore
+from shared.store import ACTIVE_KEY, MODEL_FILE, MODELS_PREFIX, ONNX_FILE, ModelStore
 from shared.training import TrainingOptions
 
 pytestmark = pytest.mark.integration
@@ -173,7 +173,12 @@ def test_model_is_saved_listed_activated_and_loaded_on_another_host(
     version = train_version(trainer, PENGUINS_CSV, OPTIONS)["version"]
 
     assert object_keys(MODELS_PREFIX) == sorted(
-        [ACTIVE_KEY, f"models/{version}/manifest.json", f"models/{version}/{MODEL_FILE}"]
+        [
+            ACTIVE_KEY,
+            f"models/{version}/manifest.json",
+            f"models/{version}/{MODEL_FILE}",
+            f"models/{version}/{ONNX_FILE}",
+        ]
     )
     serving = ModelStore.from_settings(host("api"))
     assert serving.versions() == [version]
