@@ -95,6 +95,16 @@ class Settings(BaseSettings):
         900, ge=1, description="A queued or running batch job with no progress this long has its lost tasks re-sent."
     )
     job_sweep_interval_s: int = Field(60, ge=1, description="How often one worker looks for stalled jobs.")
+    retrain_lock_ttl_s: int = Field(
+        60,
+        ge=2,
+        description="Training lock lifetime, renewed while a retrain runs: it lapses this long after its worker dies.",
+    )
+    job_max_deliveries: int = Field(
+        3,
+        ge=1,
+        description="Times a job step may start without finishing (its worker process died) before the job fails.",
+    )
     log_level: LogLevel = Field("INFO", description="Least severe log records written (API and workers).")
     log_format: LogFormat = Field("json", description="json: one object per line; text: for a person at a terminal.")
     prometheus_multiproc_dir: Path | None = Field(
