@@ -32,7 +32,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -475,21 +475,15 @@ def _load_json(text: bytes | str) -> Any:
 
 
 def split_input(
-    files: JobFiles,
-    chunk_rows: int,
-    id_column: str | None = None,
-    *,
-    result_columns: Collection[str] = (),
-    on_chunk: Callable[[int], object] | None = None,
+    files: JobFiles, chunk_rows: int, id_column: str | None = None, *, result_columns: Collection[str] = ()
 ) -> tuple[int, int]:
     """Cut the job's input into chunk files; return (rows, chunks).
 
     Chunks are numbered from 0 and hold ``chunk_rows`` rows each (the last one fewer), the
     same for the same input, so a split run again rewrites the same bytes (atomically: a
-    reader sees the old file or the new one). ``on_chunk`` is called with each chunk's
-    number once its file is stored, so scoring can start before the split ends.
-    ``result_columns`` are refused as input columns (see :func:`check_result_columns`).
-    ``id_column`` is accepted for symmetry with the other steps: CSV values stay text anyway.
+    reader sees the old file or the new one). ``result_columns`` are refused as input
+    columns (see :func:`check_result_columns`). ``id_column`` is accepted for symmetry with
+    the other steps: CSV values stay text anyway.
     """
     if files.exists(files.input_json):
         columns, chunks = _json_chunks(files, chunk_rows)
@@ -500,8 +494,6 @@ def split_input(
     for count, table in enumerate(chunks, start=1):
         files.write_table(files.chunk_input(count - 1), table)
         rows += table.num_rows
-        if on_chunk is not None:
-            on_chunk(count - 1)
     if rows == 0:
         raise BadRequest("The job's input has no rows")
     return rows, count

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
 from shared.batch import (
     JobFiles,
@@ -20,8 +22,8 @@ from shared.batch import (
     split_input,
     write_results,
 )
-from shared.errors import JobNotFound, PredictqError
-from shared.jobs import ACTIVE, FINALIZE, RUNNING
+from shared.errors import BadRequest, JobNotFound, PredictqError
+from shared.jobs import ACTIVE, FINALIZE, RETRAIN_LOCK, RUNNING, retrain_lock_token
 from shared.lifecycle import train_version
 from shared.logs import bind_context
 from shared.training import TrainingOptions
@@ -30,8 +32,9 @@ from worker.context import context_of
 
 log = logging.getLogger(__name__)
 
-RETRAIN_LOCK = "predictq:lock:retrain"
 RETRAIN_LOCK_RETRY_S = 5
+# Renewals per lock lifetime: two may fail (a slow Redis) before the lock lapses under a live fit.
+RETRAIN_LOCK_RENEWALS_PER_TTL = 3
 
 
 def _describe(exc: PredictqError) -> str:
@@ -66,6 +69,27 @@ def _job_step(context, job_id: str, what: str, soft_limit_s: int, detail_prefix:
         raise
 
 
+def _started_too_often(context, job_id: str, step: str) -> bool:
+    """Count this start of ``step``; past ``job_max_deliveries`` starts, fail the job instead.
+
+    The broker delivers again a task whose worker process died (``task_reject_on_worker_lost``):
+    a step that kills its process each time (a chunk too big for memory) would loop for ever.
+    A step that finished is skipped before it is counted, so the count is of starts that
+    never finished.
+    """
+    limit = context.settings.job_max_deliveries
+    starts = context.jobs.count_delivery(job_id, step)
+    if starts <= limit:
+        return False
+    reason = (
+        f"{step} was started {limit} times and its worker process died each time (out of memory, or killed); "
+        f"the job is failed rather than tried again (PREDICTQ_JOB_MAX_DELIVERIES={limit})"
+    )
+    log.error("job %s: %s", job_id, reason, extra={"job_id": job_id})
+    context.jobs.fail(job_id, reason)
+    return True
+
+
 def _live_job(context, job_id: str) -> dict | None:
     """The job's record, or None when it was cancelled, finished or expired: skip the work.
 
@@ -86,12 +110,12 @@ def _live_job(context, job_id: str) -> dict | None:
 
 @shared_task(name=SPLIT_TASK, bind=True)
 def split_batch(self, job_id: str) -> None:
-    """Cut a batch job's input into chunks, queueing each chunk's scoring as soon as it is cut.
+    """Cut a batch job's input into chunks and queue one scoring task per chunk.
 
     Run again (a redelivered or re-sent message) after the chunk count was recorded, it
     cuts nothing and queues every chunk not yet scored: the first run may have died before
-    queueing them all. Before the count was recorded it splits again: the chunk files come
-    out the same, and a chunk queued twice is scored twice but counted once.
+    queueing them all. Before the count was recorded, no chunk was queued, so it splits
+    again: the chunk files come out the same.
     """
     context = context_of(self.app)
     record = _live_job(context, job_id)
@@ -100,25 +124,20 @@ def split_batch(self, job_id: str) -> None:
     if record.get("chunks") is not None:
         _queue_unscored(self.app, context, job_id, record["chunks"])
         return
+    if _started_too_often(context, job_id, "splitting the input"):
+        return
     context.jobs.start(job_id)
-    # A split run again keeps the chunk size its chunks may already be scored with.
-    chunk_rows = int(record.get("chunk_rows") or context.settings.job_chunk_rows)
-
-    def queue_chunk(chunk: int) -> None:
-        self.app.send_task(SCORE_TASK, args=[job_id, chunk])
-
+    chunk_rows = context.settings.job_chunk_rows
     # Failing the job on a soft limit matters here: some chunks may never have been queued,
     # and a job left running would wait for them forever.
     with _job_step(context, job_id, "splitting the input", context.settings.batch_soft_time_limit_s):
         files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
         model = context.models.get(record["model_version"])
-        context.jobs.update(job_id, chunk_rows=chunk_rows)  # scorers of early chunks need it
-        rows, chunks = split_input(
-            files, chunk_rows, record.get("id_column"), result_columns=result_columns(model), on_chunk=queue_chunk
-        )
-        context.jobs.update(job_id, total=rows, chunks=chunks)
-        # Scorers that finished before the count was recorded could not know they were the last.
-        _queue_finalize_if_scored(self.app, context, job_id, chunks)
+        rows, chunks = split_input(files, chunk_rows, record.get("id_column"), result_columns=result_columns(model))
+        # Recorded before any chunk is queued: a split run again then knows what to send.
+        context.jobs.update(job_id, total=rows, chunks=chunks, chunk_rows=chunk_rows)
+        for chunk in range(chunks):
+            self.app.send_task(SCORE_TASK, args=[job_id, chunk])
 
 
 def _queue_unscored(app, context, job_id: str, chunks: int) -> None:
@@ -132,16 +151,9 @@ def _queue_unscored(app, context, job_id: str, chunks: int) -> None:
         app.send_task(SCORE_TASK, args=[job_id, chunk])
     if unscored:
         log.info("job %s was split already; queued its %d unscored chunks again", job_id, len(unscored))
-    elif _queue_finalize_if_scored(app, context, job_id, chunks):
+    elif context.jobs.claim(job_id, FINALIZE):  # the last scorer died before queueing it
+        app.send_task(FINALIZE_TASK, args=[job_id])
         log.info("job %s was split and scored already; queued its finalize", job_id)
-
-
-def _queue_finalize_if_scored(app, context, job_id: str, chunks: int) -> bool:
-    """Queue the finalize of a job whose every chunk is scored, unless another caller claimed it."""
-    if context.jobs.missing_chunks(job_id, chunks) or not context.jobs.claim(job_id, FINALIZE):
-        return False
-    app.send_task(FINALIZE_TASK, args=[job_id])
-    return True
 
 
 @shared_task(name=SCORE_TASK, bind=True)
@@ -154,6 +166,8 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
     if context.jobs.chunk_done(job_id, chunk):  # a copy of a message sent again: scored already
         log.info("chunk %s of job %s is already scored; skipping", chunk, job_id)
         return
+    if _started_too_often(context, job_id, f"chunk {chunk}"):
+        return
     files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
     limit_s = context.settings.batch_soft_time_limit_s
     with _job_step(context, job_id, f"chunk {chunk}", limit_s, detail_prefix=f"chunk {chunk} failed: ") as step:
@@ -162,17 +176,8 @@ def score_batch_chunk(self, job_id: str, chunk: int) -> None:
     if step.failed:
         return
     done = context.jobs.record_chunk(job_id, chunk, rows)
-    # Read after counting: the split may have recorded the chunk count meanwhile (or not yet,
-    # and then it queues the finalize itself).
-    if done == _chunk_count(context, job_id) and context.jobs.claim(job_id, FINALIZE):
+    if done == record["chunks"] and context.jobs.claim(job_id, FINALIZE):
         self.app.send_task(FINALIZE_TASK, args=[job_id])
-
-
-def _chunk_count(context, job_id: str) -> int | None:
-    try:
-        return context.jobs.get(job_id).get("chunks")
-    except JobNotFound:
-        return None
 
 
 @shared_task(name=FINALIZE_TASK, bind=True)
@@ -180,7 +185,7 @@ def finalize_batch(self, job_id: str) -> None:
     """Join chunk outputs into the job's result files and mark it succeeded."""
     context = context_of(self.app)
     record = _live_job(context, job_id)
-    if record is None:
+    if record is None or _started_too_often(context, job_id, "joining the results"):
         return
     files = JobFiles(context.settings.jobs_dir, job_id, context.storage)
     with _job_step(context, job_id, "joining the results", context.settings.batch_soft_time_limit_s) as step:
@@ -196,33 +201,81 @@ def finalize_batch(self, job_id: str) -> None:
 
 @shared_task(name=RETRAIN_TASK, bind=True, max_retries=None)
 def retrain(self, job_id: str) -> None:
-    """Train a new version; promote it as the job asks. One retrain at a time."""
+    """Train a new version; promote it as the job asks. One retrain at a time.
+
+    The training lock names the job and lives ``retrain_lock_ttl_s``, renewed from a thread
+    while the fit runs: a worker killed mid-fit lets it lapse within that time, and the
+    sweeper, finding a running retrain that holds no lock, fails it.
+    """
     context = context_of(self.app)
     record = _live_job(context, job_id)
     if record is None:
         return
-    lock = context.redis.lock(RETRAIN_LOCK, timeout=context.settings.training_time_limit_s)
-    if not lock.acquire(blocking=False):
+    ttl_s = context.settings.retrain_lock_ttl_s
+    lock = context.redis.lock(RETRAIN_LOCK, timeout=ttl_s)
+    if not lock.acquire(blocking=False, token=retrain_lock_token(job_id)):
         # Another retrain holds the lock: wait in the queue rather than in a worker slot.
         raise self.retry(countdown=RETRAIN_LOCK_RETRY_S)
     try:
-        with _job_step(context, job_id, "training", context.settings.training_soft_time_limit_s):
-            _train(context, job_id, record)
+        if _started_too_often(context, job_id, "training"):
+            return
+        limit_s = context.settings.training_soft_time_limit_s
+        with _renewed(lock, ttl_s / RETRAIN_LOCK_RENEWALS_PER_TTL), _job_step(context, job_id, "training", limit_s):
+            _train(context, job_id, record, lock)
     finally:
-        with contextlib.suppress(LockError):  # expired under a run longer than its timeout
+        with contextlib.suppress(LockError):  # lapsed (Redis away longer than its lifetime)
             lock.release()
 
 
-def _train(context, job_id: str, record: dict) -> None:
+@contextlib.contextmanager
+def _renewed(lock: Lock, every_s: float) -> Iterator[None]:
+    """Renew ``lock`` to its full lifetime every ``every_s`` from a thread, until the block ends."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(every_s):
+            try:
+                lock.reacquire()
+            except LockError:
+                # Lapsed or taken: the sweeper may fail this job, and activation is refused below.
+                log.error("the training lock lapsed under a running retrain; it will not be activated")
+                return
+            except RedisError as exc:
+                log.warning("renewing the training lock failed (%s); trying again in %.0f s", exc, every_s)
+
+    thread = threading.Thread(target=renew, name="predictq-retrain-lock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _training_data(settings, data_path: str) -> Path:
+    """``data_path`` if it is the configured dataset or a file under the data directory, as the API allows.
+
+    Checked again here: the job record comes from Redis, and whoever can write there must not
+    make a worker read (and a model memorise) any file the worker can see.
+    """
+    path = Path(data_path).resolve()
+    if path == settings.dataset_path.resolve() or path.is_relative_to(settings.data_dir.resolve()):
+        return path
+    log.error("refusing training data outside the data directory: %s", path)
+    raise BadRequest("The training data is outside the data directory; the retrain is refused")
+
+
+def _train(context, job_id: str, record: dict, lock: Lock) -> None:
     """Train and record the outcome; activation as the job asked, unless it was cancelled meanwhile."""
     if not context.jobs.start(job_id):
         return  # cancelled while it waited for the lock
     options = dict(record["options"])
-    data_path = Path(options.pop("data_path"))
+    data_path = options.pop("data_path")
     activate = options.pop("activate")
 
     def still_wanted() -> bool:
-        return context.jobs.get(job_id)["status"] == RUNNING
+        # A lapsed lock means the sweeper may have failed the job, and another retrain may be training.
+        return context.jobs.get(job_id)["status"] == RUNNING and lock.owned()
 
     def run(path: Path) -> dict:
         return train_version(context.store, path, TrainingOptions(**options), activate, still_wanted)
@@ -232,5 +285,5 @@ def _train(context, job_id: str, record: dict) -> None:
         with files.local_copy(files.training_csv) as local_path:
             result = run(local_path)
     else:
-        result = run(data_path)
+        result = run(_training_data(context.settings, data_path))
     context.jobs.succeed(job_id, result=result, model_version=result["version"])

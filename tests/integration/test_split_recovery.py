@@ -3,7 +3,8 @@
 A worker SIGKILLed during a split leaves one of two states behind, and the broker hands the
 split message to a worker again. Each state is made here exactly, in the test process, then
 the split message is sent and a real worker takes it: no timing games, no sweeper (the stall
-threshold is the default, far beyond each test).
+threshold is the default, far beyond each test). A kill at a random moment, and the sweeper
+finishing the job, is tests/integration/test_worker_crash.py.
 """
 
 from __future__ import annotations
@@ -80,10 +81,9 @@ def test_split_delivered_again_after_recording_its_chunks_queues_the_unsent_ones
     queues every chunk not yet scored, and the job succeeds with each row once."""
     jobs = JobStore(redis_client, settings.job_retention_s)
     assert jobs.start(job_id)
-    jobs.update(job_id, chunk_rows=CHUNK_ROWS)
     total, chunks = split_input(JobFiles(settings.jobs_dir, job_id), CHUNK_ROWS, ID_COLUMN)
     assert (total, chunks) == (ROWS, CHUNKS)
-    jobs.update(job_id, total=total, chunks=chunks)
+    jobs.update(job_id, total=total, chunks=chunks, chunk_rows=CHUNK_ROWS)
     celery = client.application.extensions["predictq"].celery
     for chunk in range(3):
         celery.send_task(SCORE_TASK, args=[job_id, chunk])
@@ -107,26 +107,21 @@ def test_split_delivered_again_before_recording_its_chunks_splits_again(
     in_process_predictions,
     get_result,
 ) -> None:
-    """The first split started, wrote some chunk files and queued their scoring, then died before
-    recording the count: delivered again, it splits anew (same files), and the job succeeds with each
-    row once though the first chunks are queued twice."""
+    """The first split started and wrote some chunk files, then died before recording the count (so before
+    queueing any chunk): delivered again, it splits anew, rewriting the same files, and the job succeeds with
+    each row once."""
     jobs = JobStore(redis_client, settings.job_retention_s)
     assert jobs.start(job_id)
-    jobs.update(job_id, chunk_rows=CHUNK_ROWS)
     files = JobFiles(settings.jobs_dir, job_id)
-    celery = client.application.extensions["predictq"].celery
-    split_input(
-        files,
-        CHUNK_ROWS,
-        ID_COLUMN,
-        on_chunk=lambda chunk: chunk < 3 and celery.send_task(SCORE_TASK, args=[job_id, chunk]),
-    )
+    split_input(files, CHUNK_ROWS, ID_COLUMN)
     for chunk in range(3, CHUNKS):
         files.chunk_input(chunk).unlink()  # never written by the first run
     assert "chunks" not in jobs.get(job_id)
-    celery.send_task(SPLIT_TASK, args=[job_id])
+    client.application.extensions["predictq"].celery.send_task(SPLIT_TASK, args=[job_id])
 
-    workers.start(settings)
-
+    worker = workers.start(settings)
     check_scored_once(client, job_id, rows, trained_version, wait_for_job, in_process_predictions, get_result)
+
+    assert f"job {job_id} was split already" not in worker.log()
     assert sorted(int(c) for c in redis_client.smembers(f"predictq:job:{job_id}:chunks")) == list(range(CHUNKS))
+    assert redis_client.hget(f"predictq:job:{job_id}", "chunks") == str(CHUNKS)

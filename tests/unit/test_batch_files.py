@@ -680,3 +680,18 @@ def test_the_header_limit_cannot_exceed_what_the_reader_holds() -> None:
     """PREDICTQ_MAX_CSV_HEADER_BYTES above the reader's block would accept headers no split can read."""
     with pytest.raises(ValidationError, match="max_csv_header_bytes"):
         Settings(max_csv_header_bytes=batch.CSV_BLOCK_BYTES + 1)
+
+
+def test_json_text_columns_with_missing_values_are_scored(
+    files: JobFiles, model: LoadedModel, rows: pd.DataFrame
+) -> None:
+    """JSON rows whose text features hold text or null are scored as /predict scores them."""
+    instances = as_instances(rows.drop(columns=["penguin_id", "species"]))
+    for row in instances[::3]:
+        row["sex"] = None
+    write_json_input(files, instances)
+    run_batch(files, model, chunk_rows=4, id_column=None)
+    result = read_result_json(files)
+    assert result.pop("job_id") == JOB_ID
+    assert result == prediction_response(model, pd.DataFrame(instances))
+    assert [w["row"] for w in result["warnings"] if w["feature"] == "sex"] == [0, 3, 6, 9]

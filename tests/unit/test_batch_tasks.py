@@ -213,42 +213,20 @@ def test_a_csv_with_a_probability_column_fails_its_job_at_split(
     assert not files.chunks_dir.exists()
 
 
-def test_chunks_are_queued_as_they_are_cut_with_the_chunk_size_recorded_first(
+def test_chunks_are_queued_only_once_the_count_is_recorded(
     app: Celery, jobs: JobStore, job_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each score message goes out once its chunk file is stored, after chunk_rows is on the record,
-    so scoring overlaps the split."""
-    seen: list[tuple[list, bool, int | None]] = []
+    """Every score message goes out after the chunk count, total and chunk size are on the record, so a
+    split delivered again knows which chunks may have been lost."""
+    seen: list[tuple[list, dict]] = []
     send_task = app.send_task
 
     def recording_send(name: str, args: list, **kwargs: object):
         record = jobs.get(job_id)
-        files = JobFiles(app.predictq_context.settings.jobs_dir, job_id)
-        seen.append((args, files.chunk_input(args[1]).exists(), record.get("chunk_rows")))
+        seen.append((args, {key: record.get(key) for key in ("chunks", "total", "chunk_rows")}))
         return send_task(name, args=args, **kwargs)
 
     monkeypatch.setattr(app, "send_task", recording_send)
     app.tasks[SPLIT_TASK](job_id)
 
-    assert seen == [([job_id, chunk], True, "4") for chunk in range(CHUNKS)]
-
-
-def test_split_queues_the_finalize_when_every_chunk_was_scored_before_the_count_was_known(
-    app: Celery, jobs: JobStore, job_id: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Scorers quicker than the split find no chunk count and cannot tell they were the last: the split,
-    once it records the count, queues the finalize."""
-    send_task = app.send_task
-
-    def scored_at_once(name: str, args: list, **kwargs: object):
-        if name == SCORE_TASK:  # as if a scorer took it, scored it and counted it at once
-            assert jobs.get(job_id).get("chunks") is None
-            jobs.record_chunk(job_id, args[1], 1)
-            return None
-        return send_task(name, args=args, **kwargs)
-
-    monkeypatch.setattr(app, "send_task", scored_at_once)
-    app.tasks[SPLIT_TASK](job_id)
-
-    assert jobs.get(job_id)["chunks"] == CHUNKS
-    assert drain(app, BATCH_QUEUE) == [(FINALIZE_TASK, [job_id])]
+    assert seen == [([job_id, chunk], {"chunks": CHUNKS, "total": ROWS, "chunk_rows": "4"}) for chunk in range(CHUNKS)]
