@@ -21,6 +21,7 @@ STATUS_BY_ERROR: dict[type[domain.PredictqError], int] = {
     domain.JobNotFound: 404,
     domain.JobNotFinished: 409,
     domain.PayloadTooLarge: 413,
+    domain.UnsupportedMediaType: 415,
     domain.InvalidInput: 422,
     domain.TrainingError: 422,
     domain.NoActiveModel: 503,

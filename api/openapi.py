@@ -36,7 +36,12 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     ),
     413: (
         "PayloadTooLarge",
-        "The body is over PREDICTQ_MAX_REQUEST_BYTES, or the upload over PREDICTQ_MAX_UPLOAD_BYTES.",
+        "The body is over PREDICTQ_MAX_REQUEST_BYTES (POST /predict: PREDICTQ_PREDICT_MAX_BYTES, the detail "
+        "pointing to POST /jobs), or the upload over PREDICTQ_MAX_UPLOAD_BYTES.",
+    ),
+    415: (
+        "UnsupportedMediaType",
+        "A JSON body sent without `Content-Type: application/json` (or another `application/*+json` type).",
     ),
     422: ("UnprocessableEntity", "Rows or options fail the model's schema; `errors` names each row and field."),
     503: ("ServiceUnavailable", "No model is active or it cannot be loaded, or the job queue cannot be reached."),
@@ -623,7 +628,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                     },
                     **_accepted(f"More than {settings.sync_max_rows} rows (PREDICTQ_SYNC_MAX_ROWS): a batch job"),
                 },
-                errors=(400, 404, 409, 413, 422, 503),
+                errors=(400, 404, 409, 413, 415, 422, 503),
                 secured=client,
                 description="Values are coerced to the types training saw; values outside what training saw "
                 "are handled by the model's policy and listed in `warnings`.",
@@ -636,7 +641,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "jobs",
                 "Queue a batch: JSON rows, a CSV body or a multipart CSV upload",
                 _accepted("The batch"),
-                errors=(400, 404, 409, 413, 422, 503),
+                errors=(400, 404, 409, 413, 415, 422, 503),
                 secured=client,
                 parameters=[
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
@@ -711,7 +716,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "retraining",
                 "Train a new version on the workers",
                 _accepted("The training"),
-                errors=(400, 413, 422, 503),
+                errors=(400, 413, 415, 422, 503),
                 secured=True,
                 description="With `activate: if_better` (the default) the new version is promoted only when its "
                 "holdout score is at least the active model's on the same rows. The job's `result` says why.",

@@ -49,6 +49,12 @@ class PayloadTooLarge(PredictqError):
     title = "Payload too large"
 
 
+class UnsupportedMediaType(PredictqError):
+    """The body is sent as a media type the endpoint does not read (JSON sent as text/plain...)."""
+
+    title = "Unsupported media type"
+
+
 class ModelNotFound(PredictqError):
     """No such model version, or no model trained yet."""
 

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     )
     sync_max_rows: int = Field(1000, ge=1, description="Rows POST /predict answers at once.")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest JSON body accepted (413 beyond).")
+    # 1,000 rows of a typical table are ~300 KB: 2 MiB leaves room, and a bigger body is a batch.
+    predict_max_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest body POST /predict reads (413 beyond, pointing to /jobs)."
+    )
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024, description="Largest CSV upload for a batch job.")
     max_csv_header_bytes: int = Field(
         DEFAULT_MAX_CSV_HEADER_BYTES,

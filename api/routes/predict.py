@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.auth import require_client
 from api.bodies import instances_of, json_object, require_text
@@ -10,6 +11,7 @@ from api.metrics import record_prediction
 from api.routes.jobs import accepted
 from api.services import services
 from api.submission import submit_instances
+from shared.errors import PayloadTooLarge
 from shared.logs import bind_context
 from shared.serving import predict_instances
 
@@ -19,9 +21,17 @@ bp = Blueprint("predict", __name__)
 @bp.post("/predict")
 def predict():
     require_client()
-    body = json_object()
-    instances = instances_of(body)
     svc = services()
+    # Set before the body is read: a large batch is refused unread instead of parsed into memory.
+    request.max_content_length = svc.settings.predict_max_bytes
+    try:
+        body = json_object()
+    except RequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"The body is larger than the {svc.settings.predict_max_bytes} bytes POST /predict reads "
+            "(PREDICTQ_PREDICT_MAX_BYTES); send large batches to POST /jobs (JSON rows or a CSV file)"
+        ) from exc
+    instances = instances_of(body)
     if len(instances) > svc.settings.sync_max_rows:
         # Too many rows to answer at once: queued exactly as POST /jobs would.
         return accepted(submit_instances(svc, instances, body.get("model_version"), body.get("id_column")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -68,11 +69,13 @@ def test_instances_empty_or_not_a_list_is_400(client: FlaskClient, served: str, 
     assert body["detail"] == "'instances' must be a non-empty list of objects, one per row"
 
 
-def test_json_is_read_whatever_the_content_type(client: FlaskClient, served: str) -> None:
-    """A JSON body sent as text/plain (curl's default -d) is still read."""
+def test_json_sent_as_text_plain_is_415(client: FlaskClient, served: str, problem_of) -> None:
+    """A JSON body sent as text/plain (curl's default -d, and what any web page may post) is refused."""
     response = client.post("/predict", data=json.dumps({"instances": [VALID_ROW]}), content_type="text/plain")
 
-    assert response.status_code == 200
+    body = problem_of(response, 415)
+    assert body["type"] == "urn:predictq:problem:unsupported-media-type"
+    assert "application/json" in body["detail"]
 
 
 # 422: rows that do not fit the schema
@@ -149,16 +152,56 @@ def test_every_faulty_row_is_listed(client: FlaskClient, served: str, problem_of
 
 
 def test_body_over_max_request_bytes_is_413(make_client, served: str, problem_of) -> None:
-    """A body longer than max_request_bytes is refused before it is parsed."""
+    """A JSON job body longer than max_request_bytes is refused before it is parsed."""
     client = make_client(max_request_bytes=1024)
+    rows = [VALID_ROW] * 20
+    assert len(json.dumps({"instances": rows})) > 1024
+
+    body = problem_of(client.post("/jobs", json={"instances": rows}), 413)
+
+    assert body["title"] == "Request Entity Too Large"
+    assert body["detail"] == "The request body is larger than the 1024 bytes accepted here"
+    # A smaller body is read (and refused only because no queue is configured here).
+    assert client.post("/jobs", json={"instances": rows[:2]}).status_code == 503
+
+
+def test_predict_body_over_predict_max_bytes_is_413_pointing_to_jobs(make_client, served: str, problem_of) -> None:
+    """/predict has its own, smaller limit; the problem says where a large batch goes instead."""
+    client = make_client(predict_max_bytes=1024)
     rows = [VALID_ROW] * 20
     assert len(json.dumps({"instances": rows})) > 1024
 
     body = problem_of(client.post("/predict", json={"instances": rows}), 413)
 
-    assert body["title"] == "Request Entity Too Large"
-    assert body["detail"] == "The request body is larger than the 1024 bytes accepted here"
+    assert body["title"] == "Payload too large"
+    assert body["type"] == "urn:predictq:problem:payload-too-large"
+    assert "1024 bytes" in body["detail"]
+    assert "PREDICTQ_PREDICT_MAX_BYTES" in body["detail"]
+    assert "POST /jobs" in body["detail"]
     assert client.post("/predict", json={"instances": rows[:2]}).status_code == 200
+
+
+def test_predict_limit_is_two_mib_by_default(client: FlaskClient, served: str, problem_of) -> None:
+    """The default /predict limit refuses a body over 2 MiB that the general 16 MiB limit would read."""
+    padding = "x" * (2 * 1024 * 1024)
+    response = client.post("/predict", json={"instances": [VALID_ROW], "padding": padding})
+
+    assert "POST /jobs" in problem_of(response, 413)["detail"]
+
+
+def test_predict_chunked_body_over_the_limit_is_413(make_client, served: str, problem_of) -> None:
+    """A body without Content-Length is cut off at the limit as it is read, not read whole."""
+    client = make_client(predict_max_bytes=1024)
+    body = json.dumps({"instances": [VALID_ROW] * 20}).encode()
+
+    response = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # as gunicorn marks a chunked body
+    )
+
+    assert "POST /jobs" in problem_of(response, 413)["detail"]
 
 
 # 503: nothing to serve

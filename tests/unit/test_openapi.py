@@ -223,7 +223,9 @@ def test_error_responses_are_problem_details(client: FlaskClient) -> None:
                     doc, {"$ref": "#/components/schemas/Problem"}
                 )
 
-    assert statuses["POST /predict"] == {"400", "404", "409", "413", "422", "503"}
+    assert statuses["POST /predict"] == {"400", "404", "409", "413", "415", "422", "503"}
+    assert "415" in statuses["POST /jobs"]
+    assert "415" in statuses["POST /retrain"]
     assert statuses["GET /jobs/{job_id}/result"] >= {"404", "409"}
     assert statuses["POST /retrain"] >= {"400", "401", "413", "422"}
     assert statuses["POST /models/{version}/activate"] >= {"401", "404", "409"}
