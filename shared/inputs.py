@@ -219,11 +219,22 @@ class PreparedInput:
         found: list[tuple[int, int, dict]] = []
         order = {name: i for i, name in enumerate(self.schema.names)}
         for (name, kind), mask in self.flags.items():
-            if not mask.any():
+            rows = np.flatnonzero(mask)
+            if not len(rows):
                 continue
             feature = self.schema[name]
-            for row in np.flatnonzero(mask):
-                found.append((int(row), order[name], self._warning(int(row), feature, kind)))
+            position = order[name]
+            if kind == MISSING:
+                # The same text for every missing value of a feature: built once, not per row.
+                detail = describe_warning(feature, kind, None, self.policy)
+                base = {"feature": name, "kind": kind, "value": None}
+                bounds = {"training_min": feature.training_min, "training_max": feature.training_max}
+                found.extend(
+                    (row, position, {"row": row + self.row_offset, **base, **bounds, "detail": detail})
+                    for row in rows.tolist()
+                )
+                continue
+            found.extend((row, position, self._warning(row, feature, kind)) for row in rows.tolist())
         found.sort(key=lambda item: (item[0], item[1]))
         return [w for _, _, w in found]
 

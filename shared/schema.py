@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -39,8 +40,9 @@ class Feature:
     def training_max(self) -> float | None:
         return self.stats.get("max")
 
-    @property
+    @cached_property
     def levels(self) -> frozenset[str]:
+        """Built once per feature: it is looked up for every categorical value scored."""
         return frozenset(self.stats.get("levels", {}))
 
 
