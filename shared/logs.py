@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from pythonjsonlogger.orjson import OrjsonFormatter
+import orjson
 
 from shared.settings import LogFormat, Settings
 
@@ -54,28 +54,38 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonLineFormatter(OrjsonFormatter):
+# What every LogRecord carries; anything else on a record is an extra (``extra=`` or a tag).
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonLineFormatter(logging.Formatter):
     """``timestamp`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, then tags and extras.
 
-    Written by orjson: the request line is logged on every answer, and the standard library's
-    encoder made it a tenth of a one-row prediction.
+    Written by hand with orjson: the request line is logged on every answer, and a generic
+    JSON formatter made it a fifth of a one-row prediction.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
-        )
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # what orjson refuses (an integer beyond 64 bits) still makes a line
+            return json.dumps(entry, default=str)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
-        try:
-            return super().jsonify_log_record(log_data)
-        except TypeError:  # what orjson refuses (an integer beyond 64 bits) still makes a line
-            return json.dumps(log_data, default=str)
 
 
 class TextFormatter(logging.Formatter):
