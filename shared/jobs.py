@@ -46,6 +46,9 @@ JSON_FIELDS = ("quality", "result", "options")
 INT_FIELDS = ("done", "total", "chunks")
 # The batch steps a sweep can send again, named as in ``claim``.
 SPLIT, SCORE, FINALIZE = "split", "score", "finalize"
+# Held by the one retrain that trains at a time, its value naming the job (see ``retrain_lock_job``).
+# Short-lived and renewed while the fit runs, so a SIGKILLed worker's lock lapses within its TTL.
+RETRAIN_LOCK = "predictq:lock:retrain"
 
 
 def now_iso() -> str:
@@ -208,6 +211,19 @@ class JobStore:
         done = {int(chunk) for chunk in self.client.smembers(f"{self._key(job_id)}:chunks")}
         return [chunk for chunk in range(chunks) if chunk not in done]
 
+    def count_delivery(self, job_id: str, step: str) -> int:
+        """Count one start of ``step`` (e.g. ``"chunk 3"``) of the job; return how many there were.
+
+        A task whose worker process dies (out of memory, SIGKILL) is delivered again by the
+        broker, without end: the count lets the next delivery see how often it started before.
+        """
+        key = f"{self._key(job_id)}:deliveries"
+        with self.client.pipeline() as pipe:
+            pipe.hincrby(key, step, 1)
+            pipe.expire(key, self.retention_s)
+            count, _ = pipe.execute()
+        return int(count)
+
     def claim(self, job_id: str, step: str) -> bool:
         """True for exactly one caller per (job, step): who gets to enqueue the next step."""
         key = f"{self._key(job_id)}:claim:{step}"
@@ -262,6 +278,20 @@ class JobStore:
         if record["status"] != SUCCEEDED:
             raise JobNotFinished(f"Job {job_id} is {record['status']}; its result is available once it has succeeded")
         return record
+
+
+def retrain_lock_token(job_id: str) -> str:
+    """The training lock's value while ``job_id`` holds it: the job id, then a token of this holder."""
+    return f"{job_id} {uuid.uuid4().hex}"
+
+
+def retrain_lock_job(client: redis.Redis) -> str | None:
+    """The job holding the training lock, None when no retrain holds it (or its holder died)."""
+    value = client.get(RETRAIN_LOCK)
+    if value is None:
+        return None
+    value = value.decode() if isinstance(value, bytes) else value
+    return value.partition(" ")[0]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The Redis transport pops a message off the queue before it records it as unackno
 (celery/kombu#305): a worker killed in between loses the message for good, and late
 acknowledgement cannot bring it back. Every step of a batch job is safe to run twice (a
 split job is not split again, a chunk is counted once, finalize is claimed once), so the
-cure is to send again whatever a job that stopped moving is waiting for. Each worker's main
+cure is to send again whatever a job that stopped moving is waiting for. A retrain is never
+sent again: a running one whose worker is gone (its training lock lapsed) is failed. Each worker's main
 process runs a sweep every ``job_sweep_interval_s``; a Redis lock lets one worker of the
 cluster do it per interval.
 """
@@ -23,7 +24,19 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared.batch import JobFiles, is_job_id
 from shared.errors import JobNotFound
-from shared.jobs import ACTIVE, FINALIZE, SCORE, SPLIT, JobStore, Recovery, is_stalled, job_store_client, lost_step
+from shared.jobs import (
+    ACTIVE,
+    FINALIZE,
+    RUNNING,
+    SCORE,
+    SPLIT,
+    JobStore,
+    Recovery,
+    is_stalled,
+    job_store_client,
+    lost_step,
+    retrain_lock_job,
+)
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from worker.celery_app import FINALIZE_TASK, SCORE_TASK, SPLIT_TASK
@@ -32,10 +45,19 @@ log = logging.getLogger(__name__)
 
 SWEEP_LOCK = "predictq:lock:sweep"
 STOP_TIMEOUT_S = 10.0
+WORKER_GONE = (
+    "the worker training this retrain stopped before it finished (its training lock lapsed); "
+    "no version was activated by it: submit the retrain again"
+)
 
 
 def sweep(app: Celery, jobs: JobStore, stall_after_s: float, now: datetime | None = None) -> dict[str, Recovery]:
-    """Send again the lost step of every active batch job that has not moved for ``stall_after_s``.
+    """Send again the lost step of every active batch job that has not moved for ``stall_after_s``;
+    fail every running retrain whose worker is gone.
+
+    A running retrain holds the training lock, named after it and renewed while it trains
+    (see ``worker.tasks.retrain``): one that does not hold it has lost its worker. Read after
+    the record, so a retrain that finished in between is already finished and stays so.
 
     Parameters
     ----------
@@ -64,6 +86,10 @@ def sweep(app: Celery, jobs: JobStore, stall_after_s: float, now: datetime | Non
             continue
         if record.get("status") not in ACTIVE:  # finished, or a stray hash without a status
             jobs.forget(job_id)
+            continue
+        if record["kind"] == "retrain" and record["status"] == RUNNING and retrain_lock_job(jobs.client) != job_id:
+            if jobs.fail(job_id, WORKER_GONE):
+                log.error("retrain job %s: %s", job_id, WORKER_GONE, extra={"job_id": job_id})
             continue
         if not is_stalled(record, now, stall_after_s):
             continue

@@ -212,7 +212,8 @@ def retrain(self, job_id: str) -> None:
     if record is None:
         return
     ttl_s = context.settings.retrain_lock_ttl_s
-    lock = context.redis.lock(RETRAIN_LOCK, timeout=ttl_s)
+    # Not thread-local: the renewing thread holds the same token as this one.
+    lock = context.redis.lock(RETRAIN_LOCK, timeout=ttl_s, thread_local=False)
     if not lock.acquire(blocking=False, token=retrain_lock_token(job_id)):
         # Another retrain holds the lock: wait in the queue rather than in a worker slot.
         raise self.retry(countdown=RETRAIN_LOCK_RETRY_S)

@@ -313,3 +313,25 @@ def test_released_claim_can_be_claimed_again(jobs: JobStore) -> None:
     jobs.release("j1", "finalize")
     assert jobs.claim("j1", "finalize")
     assert not jobs.claim("j1", "finalize")
+
+
+def test_deliveries_are_counted_per_step_outside_the_record(jobs: JobStore, redis_client: fakeredis.FakeRedis) -> None:
+    """Each step of a job counts its own starts; the counts live beside the record (not in GET /jobs),
+    and expire with it."""
+    jobs.create("j1", "batch")
+
+    assert [jobs.count_delivery("j1", "chunk 3") for _ in range(3)] == [1, 2, 3]
+    assert jobs.count_delivery("j1", "chunk 4") == 1
+    assert jobs.count_delivery("j1", "joining the results") == 1
+
+    assert not any(name.startswith("deliveries") or name.startswith("chunk") for name in jobs.get("j1"))
+    assert 0 < redis_client.ttl("predictq:job:j1:deliveries") <= RETENTION_S
+
+
+def test_the_training_lock_names_the_job_holding_it(redis_client: fakeredis.FakeRedis) -> None:
+    """The lock's value starts with the holder's job id; no lock, no holder."""
+    assert jobs_module.retrain_lock_job(redis_client) is None
+    token = jobs_module.retrain_lock_token("r1")
+    assert token != jobs_module.retrain_lock_token("r1")  # each holder its own token
+    redis_client.set(jobs_module.RETRAIN_LOCK, token)
+    assert jobs_module.retrain_lock_job(redis_client) == "r1"

@@ -14,14 +14,26 @@ from celery import Celery
 from pydantic import ValidationError
 
 from shared.batch import JobFiles, write_json_input
-from shared.jobs import ACTIVE_KEY, FINALIZE, RUNNING, SCORE, SPLIT, JobStore, Recovery, is_stalled, lost_step
+from shared.jobs import (
+    ACTIVE_KEY,
+    FINALIZE,
+    RETRAIN_LOCK,
+    RUNNING,
+    SCORE,
+    SPLIT,
+    JobStore,
+    Recovery,
+    is_stalled,
+    lost_step,
+    retrain_lock_token,
+)
 from shared.serving import ModelCache
 from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.store import ModelStore
 from worker.celery_app import BATCH_QUEUE, FINALIZE_TASK, SCORE_TASK, SPLIT_TASK, TRAINING_QUEUE, make_celery
 from worker.context import WorkerContext
-from worker.sweeper import SWEEP_LOCK, Sweeper, remove_expired_job_files, sweep
+from worker.sweeper import SWEEP_LOCK, WORKER_GONE, Sweeper, remove_expired_job_files, sweep
 
 STALL_S = 900
 RETENTION_S = 3600
@@ -312,3 +324,34 @@ def test_an_id_that_is_not_a_job_id_never_becomes_a_path(
 
     assert storage.exists("models/v/manifest.json")
     assert jobs.expired_job_ids(now=time.time() + settings.job_retention_s + 1) == []
+
+
+def test_running_retrain_whose_training_lock_lapsed_is_failed(celery: Celery, jobs: JobStore) -> None:
+    """A running retrain that holds no training lock lost its worker (the lock lapsed): failed at the next
+    sweep, stalled or not, with a reason that says to submit it again."""
+    jobs.create("r1", "retrain", options={"activate": "always"})
+    assert jobs.start("r1")
+
+    assert sweep(celery, jobs, STALL_S) == {}
+
+    record = jobs.get("r1")
+    assert record["status"] == "failed"
+    assert record["error"] == WORKER_GONE
+    assert "submit the retrain again" in record["error"]
+    assert drain(celery, TRAINING_QUEUE) == []
+
+
+def test_running_retrain_holding_the_lock_and_queued_retrains_are_left_alone(
+    celery: Celery, jobs: JobStore, redis_client: fakeredis.FakeRedis
+) -> None:
+    """The retrain the lock names keeps running; one queued behind it (waiting for the lock) stays queued;
+    a running retrain the lock does not name (another job holds it) is failed."""
+    for job_id in ("r1", "r2", "r3"):
+        jobs.create(job_id, "retrain", options={"activate": "always"})
+    assert jobs.start("r1")
+    assert jobs.start("r3")
+    redis_client.set(RETRAIN_LOCK, retrain_lock_token("r1"), px=60_000)
+
+    sweep(celery, jobs, STALL_S)
+
+    assert [jobs.get(job_id)["status"] for job_id in ("r1", "r2", "r3")] == ["running", "queued", "failed"]
