@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.jobs import JobStore, new_job_id
 from shared.lifecycle import train_version
 from shared.settings import Settings
 from shared.store import ModelStore
 from shared.training import TrainingOptions
+from worker.celery_app import RETRAIN_TASK
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +135,29 @@ def test_admin_endpoints_refuse_a_missing_or_wrong_token(
         assert response.headers["WWW-Authenticate"] == "Bearer"
     assert redis_client.keys("predictq:job:*") == []
     assert redis_client.llen("training") == 0
+
+
+def test_worker_refuses_training_data_outside_the_data_directory(
+    client, settings, model_store, trained_version, worker, wait_for_job, tmp_path, redis_client
+) -> None:
+    """A retrain record whose data_path leads outside the data directory (written to Redis by anyone but the API,
+    which refuses such a path) is failed by the worker without reading the file: no version is saved."""
+    outside = tmp_path / "outside" / "penguins.csv"
+    outside.parent.mkdir()
+    outside.write_bytes(PENGUINS_CSV.read_bytes())  # a table the worker could train on, were it allowed
+    assert not outside.resolve().is_relative_to(settings.data_dir.resolve())
+    job_id = new_job_id()
+    options = {
+        "data_path": str(outside), "activate": "always", "target": TARGET, "task": None,
+        "estimator": "random_forest", "params": FAST_FOREST, "out_of_range_policy": "warn", "data_uploaded": False,
+    }  # fmt: skip
+    JobStore(redis_client, settings.job_retention_s).create(job_id, "retrain", options=options)
+    client.application.extensions["predictq"].celery.send_task(RETRAIN_TASK, args=[job_id])
+
+    record = wait_for_job(client, job_id)
+
+    assert record["status"] == "failed", record
+    assert record["error"] == "The training data is outside the data directory; the retrain is refused"
+    assert str(outside) not in record["error"]
+    assert model_store.versions() == [trained_version]
+    assert model_store.active_version() == trained_version
