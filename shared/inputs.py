@@ -248,21 +248,8 @@ class PreparedInput:
         return summary
 
     def _warning(self, row: int, feature: Feature, kind: str) -> dict:
-        if feature.kind == "numeric":
-            raw = float(self.original[feature.name][row])
-            value = None if math.isnan(raw) else raw
-        else:
-            raw = self.columns[feature.name][row]
-            value = None if raw == MISSING_CATEGORY else raw
-        return {
-            "row": row + self.row_offset,
-            "feature": feature.name,
-            "kind": kind,
-            "value": value,
-            "training_min": feature.training_min,
-            "training_max": feature.training_max,
-            "detail": describe_warning(feature, kind, value, self.policy),
-        }
+        raw = float(self.original[feature.name][row]) if feature.kind == "numeric" else self.columns[feature.name][row]
+        return warning_entry(feature, kind, raw, row + self.row_offset, self.policy)
 
 
 class FaultReport:
@@ -293,6 +280,23 @@ class FaultReport:
         if self.count:
             more = f" (first {len(self.shown)} listed)" if self.count > len(self.shown) else ""
             raise InvalidInput(f"{self.count} value(s) do not fit the model's schema{more}", self.shown)
+
+
+def warning_entry(feature: Feature, kind: str, raw: Any, row: int, policy: str) -> dict:
+    """One warning of an answer; ``raw`` is the value as sent (numbers) or as coerced (levels)."""
+    if feature.kind == "numeric":
+        value = None if math.isnan(raw) else raw
+    else:
+        value = None if raw == MISSING_CATEGORY else raw
+    return {
+        "row": row,
+        "feature": feature.name,
+        "kind": kind,
+        "value": value,
+        "training_min": feature.training_min,
+        "training_max": feature.training_max,
+        "detail": describe_warning(feature, kind, value, policy),
+    }
 
 
 def describe_warning(feature: Feature, kind: str, value: Any, policy: str) -> str:

@@ -10,7 +10,6 @@ test feeds both the same rows).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,10 +25,10 @@ from shared.inputs import (
     UNKNOWN_CATEGORY,
     FaultReport,
     Invalid,
-    describe_warning,
     row_values,
     to_category,
     to_number,
+    warning_entry,
 )
 from shared.schema import FeatureSchema
 
@@ -82,21 +81,8 @@ class PreparedRows:
         return summary
 
     def _warning(self, row: int, feature, kind: str) -> dict:
-        if feature.kind == "numeric":
-            raw = self.sent[feature.name][row]
-            value = None if math.isnan(raw) else raw
-        else:
-            raw = self.values[feature.name][row]
-            value = None if raw == MISSING_CATEGORY else raw
-        return {
-            "row": row + self.row_offset,
-            "feature": feature.name,
-            "kind": kind,
-            "value": value,
-            "training_min": feature.training_min,
-            "training_max": feature.training_max,
-            "detail": describe_warning(feature, kind, value, self.policy),
-        }
+        values = self.sent if feature.kind == "numeric" else self.values
+        return warning_entry(feature, kind, values[feature.name][row], row + self.row_offset, self.policy)
 
 
 def prepare_small(
