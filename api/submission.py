@@ -29,6 +29,9 @@ ACTIVATION_RULES = ("if_better", "always", "never")
 OUT_OF_RANGE_POLICIES = get_args(OutOfRangePolicy)
 # Retrain options that name a file, column, rule or registry entry: JSON strings only.
 RETRAIN_TEXT_FIELDS = ("activate", "data", "target", "task", "estimator", "out_of_range_policy")
+# What a file system takes: longer names raise ENAMETOOLONG instead of "no such file".
+MAX_DATA_PATH_BYTES = 4096
+MAX_FILE_NAME_BYTES = 255
 
 
 def model_for_job(services: Services, version: str | None) -> LoadedModel:
@@ -59,6 +62,12 @@ def _enqueue(services: Services, files: JobFiles, job_id: str, task: str, kind: 
     return record
 
 
+def _csv_limits(services: Services) -> dict:
+    """The configured bounds on a CSV upload's first line, checked before a parser reads it."""
+    settings = services.settings
+    return {"max_header_bytes": settings.max_csv_header_bytes, "max_columns": settings.max_csv_columns}
+
+
 def submit_instances(services: Services, instances: list, version: str | None, id_column: str | None) -> dict:
     require_text({"model_version": version, "id_column": id_column})
     model = model_for_job(services, version)
@@ -81,7 +90,7 @@ def submit_csv(services: Services, stream: IO[bytes], version: str | None, id_co
     files = JobFiles(services.settings.jobs_dir, job_id, services.storage).create()
     try:
         save_upload(stream, files.input_csv, services.settings.max_upload_bytes)
-        validate_csv(files.input_csv, model.schema, id_column)
+        validate_csv(files.input_csv, model.schema, id_column, **_csv_limits(services))
         files.store(files.input_csv)  # workers on other hosts read it from there
     except BaseException:
         files.remove()  # a refused upload, a lost client or an unreachable store: leave nothing behind
@@ -115,7 +124,7 @@ def submit_retrain(services: Services, fields: dict, upload: IO[bytes] | None) -
     try:
         if upload is not None:
             save_upload(upload, files.create().training_csv, settings.max_upload_bytes)
-            columns = validate_csv(files.training_csv, None)
+            columns = validate_csv(files.training_csv, None, **_csv_limits(services))
             data_path = files.training_csv
         else:
             data_path = _data_path(settings.data_dir, fields.get("data"), settings.dataset_path)
@@ -170,6 +179,7 @@ def _data_path(data_dir: Path, requested: str | None, default: Path) -> Path:
                 [FieldError("no default dataset", field="data")],
             )
         return default.resolve()
+    _check_data_name(requested)
     path = (data_dir / requested).resolve()
     if not path.is_relative_to(data_dir.resolve()):
         raise InvalidInput(
@@ -180,6 +190,24 @@ def _data_path(data_dir: Path, requested: str | None, default: Path) -> Path:
             f"No file {requested!r} under the data directory", [FieldError("no such file", field="data")]
         )
     return path
+
+
+def _check_data_name(requested: str) -> None:
+    """Refuse a name no file can have before it reaches the file system (which raises, not answers)."""
+    problem = None
+    if "\x00" in requested:
+        problem = "contains a NUL character"
+    elif len(requested.encode("utf-8", "surrogatepass")) > MAX_DATA_PATH_BYTES:
+        problem = f"is longer than {MAX_DATA_PATH_BYTES} bytes"
+    elif any(len(part.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES for part in requested.split("/")):
+        problem = f"has a name longer than {MAX_FILE_NAME_BYTES} bytes"
+    else:
+        try:
+            requested.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "is not valid UTF-8 text (a lone surrogate)"
+    if problem:
+        raise InvalidInput(f"data {problem}; name a file under the data directory", [FieldError(problem, field="data")])
 
 
 def _default_target(services: Services, fallback: str) -> str:

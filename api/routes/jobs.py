@@ -94,6 +94,8 @@ def show_job(job_id: str):
 
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str):
+    """Cancel, not erase: the job stops (no chunk is scored after it) and its record stays readable,
+    status ``cancelled``, until the retention period removes it with its files, like any finished job."""
     require_client()
     _require_job_id(job_id)
     return job_view(services().jobs.cancel(job_id))
