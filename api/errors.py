@@ -17,12 +17,14 @@ PROBLEM_JSON = "application/problem+json"
 STATUS_BY_ERROR: dict[type[domain.PredictqError], int] = {
     domain.BadRequest: 400,
     domain.Unauthorized: 401,
+    domain.Forbidden: 403,
     domain.ModelNotFound: 404,
     domain.JobNotFound: 404,
     domain.JobNotFinished: 409,
     domain.PayloadTooLarge: 413,
     domain.UnsupportedMediaType: 415,
     domain.InvalidInput: 422,
+    domain.TooManyRequests: 429,
     domain.TrainingError: 422,
     domain.NoActiveModel: 503,
     # The server is fine; the version asked for is not servable: a conflict with its stored state.

@@ -15,12 +15,13 @@ from shared.estimators import ALIASES, REGISTRY
 from shared.inputs import WARNING_KINDS
 from shared.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobKind
 from shared.schema import Feature
-from shared.settings import Settings
+from shared.settings import JOBS_SCOPE, PREDICT_SCOPE, Settings
 from shared.store import LoadedModel
 
 OPENAPI_VERSION = "3.1.0"
 PROBLEM_JSON = "application/problem+json"
 BEARER = "bearerAuth"
+CLIENT_BEARER = "clientToken"
 # A description lists this many training levels; the full list is in x-training-levels.
 LEVELS_IN_DESCRIPTION = 20
 
@@ -28,11 +29,13 @@ LEVELS_IN_DESCRIPTION = 20
 PROBLEMS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not JSON, or not of the expected shape."),
     401: ("Unauthorized", "The bearer token is missing or wrong (or no token is configured)."),
+    403: ("Forbidden", "A valid client token without the scope this operation needs (predict or jobs)."),
     404: ("NotFound", "No such model version or job."),
     409: (
         "Conflict",
         "The job is not in a state that allows this (result before success, cancel after finish), or the "
-        "model version asked for fails its integrity check (its files changed since training).",
+        "model version asked for fails its integrity check (its files changed since training, or, with a "
+        "signing key configured, its manifest is unsigned or mis-signed).",
     ),
     413: (
         "PayloadTooLarge",
@@ -44,6 +47,10 @@ PROBLEMS: dict[int, tuple[str, str]] = {
         "A JSON body sent without `Content-Type: application/json` (or another `application/*+json` type).",
     ),
     422: ("UnprocessableEntity", "Rows or options fail the model's schema; `errors` names each row and field."),
+    429: (
+        "TooManyRequests",
+        "This client is over PREDICTQ_PREDICT_RATE_LIMIT or PREDICTQ_JOBS_RATE_LIMIT; see Retry-After.",
+    ),
     503: ("ServiceUnavailable", "No model is active or it cannot be loaded, or the job queue cannot be reached."),
 }
 
@@ -92,8 +99,15 @@ def build_openapi(model: LoadedModel | None, settings: Settings) -> dict[str, An
                 BEARER: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The admin token: PREDICTQ_ADMIN_TOKEN, else the one in <data dir>/admin_token.",
-                }
+                    "description": "The admin token: PREDICTQ_ADMIN_TOKEN, else the one in <data dir>/admin_token. "
+                    "It is accepted by every operation.",
+                },
+                CLIENT_BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A client token from PREDICTQ_CLIENT_TOKENS; the roles listed on an operation "
+                    "are the scopes it needs (none: any client token).",
+                },
             },
         },
     }
@@ -432,8 +446,9 @@ def _schemas(model: LoadedModel | None) -> dict:
                 },
                 "serving_reason": {"type": "string", "description": "Why that engine serves it."},
                 "integrity": {
-                    "enum": ["ok", "checksum mismatch", "missing file"],
-                    "description": "Whether the stored model files are the ones training wrote (sha256).",
+                    "enum": ["ok", "checksum mismatch", "missing file", "unsigned", "signature invalid"],
+                    "description": "Whether the stored model files are the ones training wrote (sha256), and, "
+                    "when PREDICTQ_SIGNING_KEY is set, whether the manifest carries a valid signature.",
                 },
                 "training_data": {"type": "object"},
                 "library_versions": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -583,12 +598,18 @@ def _operation(
     *,
     errors: tuple[int, ...] = (),
     secured: bool = False,
+    client_scopes: list[str] | None = None,
     **more: Any,
 ) -> dict:
+    """``secured``: the admin token only; ``client_scopes`` (a list, maybe empty): a client token
+    with those scopes, or the admin token."""
     operation = {"operationId": operation_id, "tags": [tag], "summary": summary, **more}
     if secured:
         operation["security"] = [{BEARER: []}]
         errors = tuple(sorted({*errors, 401}))
+    elif client_scopes is not None:
+        operation["security"] = [{CLIENT_BEARER: client_scopes}, {BEARER: []}]
+        errors = tuple(sorted({*errors, 401, *((403,) if client_scopes else ())}))
     operation["responses"] = {**responses, **_errors(*errors)}
     return operation
 
@@ -604,7 +625,12 @@ def _accepted(what: str) -> dict:
 
 
 def _paths(model: LoadedModel | None, settings: Settings) -> dict:
-    client = settings.require_token_for_predict
+    required = settings.client_auth_required
+    predict_scope = [PREDICT_SCOPE] if required else None
+    jobs_scope = [JOBS_SCOPE] if required else None
+    any_client = [] if required else None
+    predict_limited = (429,) if settings.predict_rate_limit else ()
+    jobs_limited = (429,) if settings.jobs_rate_limit else ()
     example = example_instance(model)
     predict_media = {"example": {"instances": [example]}} if example else {}
     job = {"$ref": "#/components/parameters/JobId"}
@@ -628,8 +654,8 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                     },
                     **_accepted(f"More than {settings.sync_max_rows} rows (PREDICTQ_SYNC_MAX_ROWS): a batch job"),
                 },
-                errors=(400, 404, 409, 413, 415, 422, 503),
-                secured=client,
+                errors=(400, 404, 409, 413, 415, 422, 503, *predict_limited),
+                client_scopes=predict_scope,
                 description="Values are coerced to the types training saw; values outside what training saw "
                 "are handled by the model's policy and listed in `warnings`.",
                 requestBody={"required": True, "content": _json(_ref("PredictRequest"), **predict_media)},
@@ -641,8 +667,8 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "jobs",
                 "Queue a batch: JSON rows, a CSV body or a multipart CSV upload",
                 _accepted("The batch"),
-                errors=(400, 404, 409, 413, 415, 422, 503),
-                secured=client,
+                errors=(400, 404, 409, 413, 415, 422, 503, *jobs_limited),
+                client_scopes=jobs_scope,
                 parameters=[
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
                     for name, text in csv_option.items()
@@ -669,16 +695,16 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "jobs",
                 "A job's status, progress and data-quality summary",
                 {"200": {"description": "The job.", "content": _json(_ref("Job"))}},
-                errors=(404, 503),
-                secured=client,
+                errors=(404, 503, *jobs_limited),
+                client_scopes=jobs_scope,
             ),
             "delete": _operation(
                 "cancel_job",
                 "jobs",
                 "Cancel a queued or running job",
                 {"200": {"description": "The cancelled job.", "content": _json(_ref("Job"))}},
-                errors=(404, 409, 503),
-                secured=client,
+                errors=(404, 409, 503, *jobs_limited),
+                client_scopes=jobs_scope,
             ),
         },
         "/jobs/{job_id}/result": {
@@ -697,8 +723,8 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                         },
                     }
                 },
-                errors=(404, 409, 503),
-                secured=client,
+                errors=(404, 409, 503, *jobs_limited),
+                client_scopes=jobs_scope,
                 parameters=[
                     {
                         "name": "format",
@@ -738,6 +764,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "models",
                 "Every version, newest first, and which one is active",
                 {"200": {"description": "The versions.", "content": _json(_ref("ModelList"))}},
+                client_scopes=any_client,
             )
         },
         "/models/{version}": {
@@ -748,6 +775,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "A version's manifest: features with training statistics, metrics, provenance",
                 {"200": {"description": "The manifest.", "content": _json(_ref("ModelManifest"))}},
                 errors=(404,),
+                client_scopes=any_client,
             ),
         },
         "/models/{version}/report": {
@@ -758,6 +786,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                 "A version's report: metrics, plots and the traffic it has scored, as one HTML page",
                 {"200": {"description": "A self-contained HTML page.", "content": _html()}},
                 errors=(404,),
+                client_scopes=any_client,
             ),
         },
         "/models/{version}/activate": {
@@ -799,6 +828,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
+                client_scopes=any_client,
             )
         },
         "/openapi.json": {
@@ -812,6 +842,7 @@ def _paths(model: LoadedModel | None, settings: Settings) -> dict:
                         "content": _json({"type": "object"}),
                     }
                 },
+                client_scopes=any_client,
             )
         },
         "/docs": {

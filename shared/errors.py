@@ -83,6 +83,18 @@ class Unauthorized(PredictqError):
     title = "Unauthorized"
 
 
+class Forbidden(PredictqError):
+    """A valid token without the scope this endpoint needs."""
+
+    title = "Forbidden"
+
+
+class TooManyRequests(PredictqError):
+    """A client over its rate limit."""
+
+    title = "Too many requests"
+
+
 class ServiceUnavailable(PredictqError):
     """A dependency (the queue) cannot be reached right now."""
 

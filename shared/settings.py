@@ -2,24 +2,78 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OutOfRangePolicy = Literal["warn", "clip", "reject"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "text"]
 # Placeholders from .env.example: a server must never run with one of these as its token.
 EXAMPLE_TOKENS = frozenset({"change-me", "changeme", ""})
+# What a client token may be used for; the admin token may do everything.
+PREDICT_SCOPE = "predict"
+JOBS_SCOPE = "jobs"
+CLIENT_SCOPES = (PREDICT_SCOPE, JOBS_SCOPE)
+MIN_CLIENT_TOKEN_CHARS = 16
+# A key that short could be guessed; secrets.token_urlsafe(32) gives 43 characters.
+MIN_SIGNING_KEY_CHARS = 16
 # A 2,000-column header of 100-byte names fits; a hostile one (a million columns) is refused
 # before a parser spends memory on it. shared.batch.validate_csv uses the same defaults.
 DEFAULT_MAX_CSV_HEADER_BYTES = 256 * 1024
 DEFAULT_MAX_CSV_COLUMNS = 2_000
 # The batch CSV reader's block (shared.batch.CSV_BLOCK_BYTES): no line of a CSV can be longer.
 MAX_CSV_LINE_BYTES = 1024 * 1024
+
+
+class ClientToken(BaseModel):
+    """One client token and what it may do: ``predict`` (POST /predict), ``jobs`` (/jobs...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: SecretStr
+    scopes: frozenset[Literal["predict", "jobs"]] = frozenset(CLIENT_SCOPES)
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token.strip() in EXAMPLE_TOKENS:
+            raise ValueError("a client token is still the example value; set a random token")
+        if len(token) < MIN_CLIENT_TOKEN_CHARS or not re.fullmatch(r"[!-~]+", token):
+            raise ValueError(
+                f"client tokens must be at least {MIN_CLIENT_TOKEN_CHARS} printable characters without spaces"
+            )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _some_scope(cls, value: frozenset[str]) -> frozenset[str]:
+        if not value:
+            raise ValueError(f"a client token needs at least one scope of {', '.join(CLIENT_SCOPES)}")
+        return value
+
+
+def parse_client_tokens(value: object) -> object:
+    """``PREDICTQ_CLIENT_TOKENS`` as entries ``token:scope,scope`` separated by spaces or ``;``
+    (no scopes: every client scope), or as a JSON list of ``{"token": ..., "scopes": [...]}``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    entries = []
+    for entry in re.split(r"[\s;]+", text):
+        if not entry:
+            continue
+        token, colon, scopes = entry.rpartition(":") if ":" in entry else (entry, "", "")
+        entries.append({"token": token} | ({"scopes": [s for s in scopes.split(",") if s]} if colon else {}))
+    return entries
 
 
 def _cores() -> int:
@@ -83,8 +137,30 @@ class Settings(BaseSettings):
     )
     dataset_path: Path = Field(Path("data/penguins.csv"), description="Demo / default dataset.")
     dataset_target: str = Field("species", description="Column to predict in dataset_path.")
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key signing each model manifest; with it, unsigned or mis-signed versions are "
+        "refused. Keep it outside the model store. Unset: manifests are not signed.",
+    )
     admin_token: str | None = Field(None, description="Bearer token for retrain and activate.")
-    require_token_for_predict: bool = Field(False, description="Also require the token for /predict and /jobs.")
+    client_tokens: Annotated[tuple[ClientToken, ...], NoDecode] = Field(
+        (),
+        description="Client tokens, each with its scopes (predict, jobs): 'token:predict,jobs other:predict'. "
+        "Any set: /predict, /jobs, /models, /metrics and /openapi.json need a token.",
+    )
+    predict_rate_limit: str | None = Field(
+        None,
+        description="Requests one client (token, else address) may send to POST /predict, e.g. '20/second;600/minute'; "
+        "counted in each API process, never in Redis. Unset: no limit.",
+    )
+    jobs_rate_limit: str | None = Field(
+        None,
+        description="Requests one client may send to /jobs, e.g. '60/minute'; counted in Redis (redis_url), so "
+        "shared by every API process. Unset: no limit.",
+    )
+    require_token_for_predict: bool = Field(
+        False, description="Require a token (a client token, else the admin token) even with no client tokens set."
+    )
     job_chunk_rows: int = Field(10_000, ge=1, description="Rows per parallel batch chunk.")
     job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="How long jobs are kept.")
     batch_soft_time_limit_s: int = Field(600, ge=1)
@@ -125,6 +201,13 @@ class Settings(BaseSettings):
         le=65535,
         description="Deprecated and ignored: the embedded local Redis listens on a Unix socket in data_dir/redis.",
     )
+    proxy_hops: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host/-Port/-Prefix "
+        "headers are trusted (0: none, the headers are ignored).",
+    )
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(
@@ -148,7 +231,15 @@ class Settings(BaseSettings):
         return value.expanduser().absolute()
 
     @field_validator(
-        "store_url", "s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", mode="before"
+        "store_url",
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "signing_key",
+        "predict_rate_limit",
+        "jobs_rate_limit",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -175,6 +266,48 @@ class Settings(BaseSettings):
         if value is not None and value.strip() in EXAMPLE_TOKENS:
             raise ValueError("PREDICTQ_ADMIN_TOKEN is still the example value; set a random token")
         return value
+
+    @field_validator("predict_rate_limit", "jobs_rate_limit")
+    @classmethod
+    def _parseable_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a rate limit such as '20/second;600/minute'") from exc
+        return value
+
+    @field_validator("client_tokens", mode="before")
+    @classmethod
+    def _parse_client_tokens(cls, value: object) -> object:
+        return parse_client_tokens(value)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _strong_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value().strip()
+            if key in EXAMPLE_TOKENS:
+                raise ValueError("PREDICTQ_SIGNING_KEY is still the example value; set a random key")
+            if len(key) < MIN_SIGNING_KEY_CHARS:
+                raise ValueError(f"PREDICTQ_SIGNING_KEY must be at least {MIN_SIGNING_KEY_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _client_tokens_are_distinct(self) -> Settings:
+        tokens = [entry.token.get_secret_value() for entry in self.client_tokens]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("PREDICTQ_CLIENT_TOKENS lists one token twice")
+        if self.admin_token is not None and self.admin_token in tokens:
+            raise ValueError("a client token must not be the admin token (PREDICTQ_ADMIN_TOKEN)")
+        return self
+
+    @property
+    def client_auth_required(self) -> bool:
+        """Whether prediction, jobs and the read endpoints need a token."""
+        return self.require_token_for_predict or bool(self.client_tokens)
 
     @model_validator(mode="after")
     def _stall_outlasts_batch_tasks(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -40,9 +41,13 @@ ACTIVE_KEY = "models/ACTIVE"
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+# HMAC-SHA256 (hex) of manifest.json's exact bytes, under a key that is never in storage.
+SIGNATURE_FILE = "manifest.sig"
 INTEGRITY_OK = "ok"
 INTEGRITY_MISMATCH = "checksum mismatch"
 INTEGRITY_MISSING = "missing file"
+INTEGRITY_UNSIGNED = "unsigned"
+INTEGRITY_BAD_SIGNATURE = "signature invalid"
 # What save() names a version: its UTC time to the microsecond, then six random hex digits.
 VERSION_PATTERN = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
 
@@ -108,12 +113,26 @@ class ModelStore:
         A local directory keeping each loaded model file by version, so a host downloads a
         version once. Versions are immutable, and a cached file is used only while its
         sha256 matches the manifest in storage; None reads storage every time.
+    signing_key : bytes or None
+        A key kept outside storage. With one, :meth:`save` signs each manifest (which holds
+        the sha256 of every model file) and :meth:`load` refuses a version whose manifest is
+        unsigned or signed with another key, so whoever can write storage cannot make the
+        service unpickle a file of their own. None: manifests are neither signed nor checked,
+        and the sha256 proves only that files were not damaged.
     """
 
-    def __init__(self, storage: Storage, *, allow_version_mismatch: bool = False, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        allow_version_mismatch: bool = False,
+        cache_dir: Path | None = None,
+        signing_key: bytes | None = None,
+    ):
         self.storage = storage
         self.allow_version_mismatch = allow_version_mismatch
         self.cache = LocalStorage(cache_dir) if cache_dir is not None else None
+        self.signing_key = signing_key or None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelStore:
@@ -123,6 +142,7 @@ class ModelStore:
             allow_version_mismatch=settings.allow_version_mismatch,
             # On local storage the model file is already on this disk: a cache would only copy it.
             cache_dir=settings.model_cache_dir if settings.store_url else None,
+            signing_key=settings.signing_key.get_secret_value().encode() if settings.signing_key else None,
         )
 
     def save(self, trained: TrainedModel, data_info: dict) -> str:
@@ -170,9 +190,44 @@ class ModelStore:
         self.storage.write_bytes(f"{prefix}/{MODEL_FILE}", model_bytes, overwrite=False)
         if onnx_bytes is not None:
             self.storage.write_bytes(f"{prefix}/{ONNX_FILE}", onnx_bytes, overwrite=False)
+        manifest_bytes = _dumps(manifest)
+        if self.signing_key is not None:
+            self.storage.write_bytes(f"{prefix}/{SIGNATURE_FILE}", self._sign(manifest_bytes).encode(), overwrite=False)
         # The manifest goes last: a version without one is incomplete and never listed.
-        self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", _dumps(manifest), overwrite=False)
+        self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", manifest_bytes, overwrite=False)
         return version
+
+    def _sign(self, manifest_bytes: bytes) -> str:
+        assert self.signing_key is not None
+        return hmac.new(self.signing_key, manifest_bytes, hashlib.sha256).hexdigest()
+
+    def _signature_state(self, version: str, manifest_bytes: bytes) -> str:
+        """``ok``, ``unsigned`` or ``signature invalid``; always ``ok`` when no key is configured."""
+        if self.signing_key is None:
+            return INTEGRITY_OK
+        try:
+            given = self.storage.read_bytes(f"{MODELS_PREFIX}/{version}/{SIGNATURE_FILE}").strip()
+        except FileNotFoundError:
+            return INTEGRITY_UNSIGNED
+        if not hmac.compare_digest(given, self._sign(manifest_bytes).encode()):
+            return INTEGRITY_BAD_SIGNATURE
+        return INTEGRITY_OK
+
+    def _verified_manifest(self, version: str) -> dict:
+        """The manifest, once its signature is checked (when a key is configured)."""
+        manifest_bytes = self._manifest_bytes(version)
+        state = self._signature_state(version, manifest_bytes)
+        if state == INTEGRITY_UNSIGNED:
+            raise ModelIntegrityError(
+                f"Model {version} is unsigned and a signing key is configured (PREDICTQ_SIGNING_KEY); "
+                "refusing to load it: train it again with the key set"
+            )
+        if state == INTEGRITY_BAD_SIGNATURE:
+            raise ModelIntegrityError(
+                f"Model {version} fails its signature: its manifest was changed after training or signed "
+                "with another key (PREDICTQ_SIGNING_KEY); refusing to load it"
+            )
+        return json.loads(manifest_bytes)
 
     def versions(self) -> list[str]:
         """Complete versions, oldest first."""
@@ -183,6 +238,10 @@ class ModelStore:
         ]
 
     def manifest(self, version: str) -> dict:
+        """The stored manifest as it is, signed or not (for listing and inspection; ``load`` verifies)."""
+        return json.loads(self._manifest_bytes(version))
+
+    def _manifest_bytes(self, version: str) -> bytes:
         # Checked before the name reaches a path: a NUL byte, a separator or a 4,000-character
         # name is simply not a version (404), never an error of the file system (500).
         if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
@@ -190,7 +249,7 @@ class ModelStore:
         key = f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}"
         if not self.storage.exists(key):
             raise ModelNotFound(f"No model version {version!r}")
-        return json.loads(self.storage.read_bytes(key))
+        return self.storage.read_bytes(key)
 
     def active_version(self) -> str | None:
         if not self.storage.exists(ACTIVE_KEY):
@@ -204,9 +263,16 @@ class ModelStore:
         self.storage.write_bytes(ACTIVE_KEY, _dumps(pointer))
 
     def integrity(self, version: str) -> str:
-        """``ok``, ``missing file`` or ``checksum mismatch``: whether the stored files are the ones
-        training wrote, read without unpickling anything."""
-        manifest = self.manifest(version)
+        """``ok``, ``unsigned``, ``signature invalid``, ``missing file`` or ``checksum mismatch``:
+        whether the stored files are the ones training wrote, read without unpickling anything.
+
+        The signature states appear only when a signing key is configured.
+        """
+        manifest_bytes = self._manifest_bytes(version)
+        state = self._signature_state(version, manifest_bytes)
+        if state != INTEGRITY_OK:
+            return state
+        manifest = json.loads(manifest_bytes)
         records = [manifest["model_file"]]
         if (manifest.get("serving") or {}).get("onnx_file"):
             records.append(manifest["serving"]["onnx_file"])
@@ -220,8 +286,8 @@ class ModelStore:
         return INTEGRITY_OK
 
     def load(self, version: str) -> LoadedModel:
-        """Load and verify one version: checksum first, then library versions."""
-        manifest = self.manifest(version)
+        """Load and verify one version: signature (with a key), checksum, then library versions."""
+        manifest = self._verified_manifest(version)
         expected = manifest["model_file"]["sha256"]
         data = self._cached_model(version, expected)
         downloaded = data is None

@@ -16,6 +16,7 @@ from importlib.resources import files
 from flask import Blueprint, current_app, request, send_file, url_for
 from werkzeug.exceptions import NotFound
 
+from api.auth import require_client
 from api.openapi import build_openapi
 from api.services import services
 from shared.errors import NoActiveModel
@@ -76,6 +77,7 @@ class DocumentCache:
 
 @bp.get("/openapi.json")
 def openapi_document():
+    require_client()
     svc = services()
     try:
         model = svc.active.get()

@@ -14,6 +14,7 @@ from api.submission import submit_csv, submit_instances
 from shared.batch import JobFiles
 from shared.errors import BadRequest
 from shared.jobs import SUCCEEDED, job_not_found
+from shared.settings import JOBS_SCOPE
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -68,7 +69,7 @@ def _options() -> tuple[str | None, str | None]:
 
 @bp.post("")
 def submit_job():
-    require_client()
+    require_client(JOBS_SCOPE)
     svc = services()
     if request.mimetype in CSV_TYPES:
         request.max_content_length = svc.settings.max_upload_bytes
@@ -87,7 +88,7 @@ def submit_job():
 
 @bp.get("/<job_id>")
 def show_job(job_id: str):
-    require_client()
+    require_client(JOBS_SCOPE)
     _require_job_id(job_id)
     return job_view(services().jobs.get(job_id))
 
@@ -96,14 +97,14 @@ def show_job(job_id: str):
 def cancel_job(job_id: str):
     """Cancel, not erase: the job stops (no chunk is scored after it) and its record stays readable,
     status ``cancelled``, until the retention period removes it with its files, like any finished job."""
-    require_client()
+    require_client(JOBS_SCOPE)
     _require_job_id(job_id)
     return job_view(services().jobs.cancel(job_id))
 
 
 @bp.get("/<job_id>/result")
 def job_result(job_id: str):
-    require_client()
+    require_client(JOBS_SCOPE)
     _require_job_id(job_id)
     svc = services()
     record = svc.jobs.require_finished(job_id)

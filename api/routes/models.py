@@ -6,6 +6,7 @@ from pathlib import PurePath
 
 from flask import Blueprint
 
+from api.auth import require_client
 from api.report import render_report
 from api.services import services
 from shared.traffic import load_traffic
@@ -54,6 +55,7 @@ def _summary(manifest: dict, active: str | None) -> dict:
 
 @bp.get("")
 def list_models():
+    require_client()
     store = services().store
     active = store.active_version()
     manifests = [store.manifest(v) for v in reversed(store.versions())]
@@ -62,6 +64,7 @@ def list_models():
 
 @bp.get("/<version>")
 def show_model(version: str):
+    require_client()
     store = services().store
     manifest = public_manifest(store.manifest(version))
     integrity = store.integrity(version)
@@ -70,6 +73,7 @@ def show_model(version: str):
 
 @bp.get("/<version>/report")
 def model_report(version: str):
+    require_client()
     svc = services()
     manifest = svc.store.manifest(version)
     svc.traffic.flush()  # this process's latest counts, so the page is current

@@ -14,13 +14,14 @@ from api.submission import submit_instances
 from shared.errors import PayloadTooLarge
 from shared.logs import bind_context
 from shared.serving import predict_instances
+from shared.settings import JOBS_SCOPE, PREDICT_SCOPE
 
 bp = Blueprint("predict", __name__)
 
 
 @bp.post("/predict")
 def predict():
-    require_client()
+    require_client(PREDICT_SCOPE)
     svc = services()
     # Set before the body is read: a large batch is refused unread instead of parsed into memory.
     request.max_content_length = svc.settings.predict_max_bytes
@@ -33,7 +34,8 @@ def predict():
         ) from exc
     instances = instances_of(body)
     if len(instances) > svc.settings.sync_max_rows:
-        # Too many rows to answer at once: queued exactly as POST /jobs would.
+        # Too many rows to answer at once: queued exactly as POST /jobs would, so it takes that scope too.
+        require_client(JOBS_SCOPE)
         return accepted(submit_instances(svc, instances, body.get("model_version"), body.get("id_column")))
     require_text({"model_version": body.get("model_version")})
     model = svc.model(body.get("model_version"))

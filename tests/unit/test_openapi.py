@@ -235,7 +235,9 @@ def test_error_responses_are_problem_details(client: FlaskClient) -> None:
 def test_admin_routes_need_the_bearer_token(client: FlaskClient, make_client) -> None:
     """Retrain and activate carry the bearer scheme; /predict and /jobs only when the settings ask for it."""
     doc = client.get("/openapi.json").get_json()
-    strict = make_client(require_token_for_predict=True).get("/openapi.json").get_json()
+    locked = make_client(require_token_for_predict=True)
+    assert locked.get("/openapi.json").status_code == 401  # the document follows the client setting
+    strict = build_openapi(None, locked.application.extensions["predictq"].settings)
 
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
@@ -245,8 +247,11 @@ def test_admin_routes_need_the_bearer_token(client: FlaskClient, make_client) ->
     for path, method in (("/retrain", "post"), ("/models/{version}/activate", "post")):
         assert doc["paths"][path][method]["security"] == [{"bearerAuth": []}]
     assert "security" not in doc["paths"]["/predict"]["post"]
-    assert strict["paths"]["/predict"]["post"]["security"] == [{"bearerAuth": []}]
-    assert "401" in strict["paths"]["/jobs/{job_id}"]["get"]["responses"]
+    assert strict["paths"]["/predict"]["post"]["security"] == [{"clientToken": ["predict"]}, {"bearerAuth": []}]
+    assert strict["paths"]["/jobs/{job_id}"]["get"]["security"] == [{"clientToken": ["jobs"]}, {"bearerAuth": []}]
+    assert strict["paths"]["/models"]["get"]["security"] == [{"clientToken": []}, {"bearerAuth": []}]
+    assert {"401", "403"} <= set(strict["paths"]["/jobs/{job_id}"]["get"]["responses"])
+    assert "403" not in strict["paths"]["/models"]["get"]["responses"]
 
 
 def test_document_is_cached_per_model_version(
