@@ -179,10 +179,16 @@ def _categorical_columns(steps: dict, columns: list[str], out: slice) -> list[_C
 # float64 thresholds, so a tree graph gets float64 rows rounded through float32 first to take the
 # same branches; linear models see the float64 rows as they are; a graph that only runs in
 # float32 (onnxruntime's tree regressors) gets float32 rows.
+def _to_float32(matrix: np.ndarray) -> np.ndarray:
+    # A value beyond float32's range becomes infinite, as in scikit-learn's own cast: the same branch.
+    with np.errstate(over="ignore"):
+        return matrix.astype(np.float32)
+
+
 ONNX_INPUTS = {
     "float64": lambda matrix: matrix,
-    "float32-rounded": lambda matrix: matrix.astype(np.float32).astype(np.float64),
-    "float32": lambda matrix: matrix.astype(np.float32),
+    "float32-rounded": lambda matrix: _to_float32(matrix).astype(np.float64),
+    "float32": _to_float32,
 }
 
 
@@ -214,8 +220,9 @@ class SklearnScorer:
         self.method = estimator.predict_proba if probabilities else estimator.predict
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        # prepare() already refused infinities, so scikit-learn's finiteness scans are skipped.
-        with sklearn.config_context(assume_finite=True):
+        # prepare() already refused infinities, so scikit-learn's finiteness scans are skipped;
+        # a value beyond float32 becomes infinite in a tree model's own cast, silently.
+        with sklearn.config_context(assume_finite=True), np.errstate(over="ignore"):
             return np.asarray(self.method(matrix), dtype=np.float64)
 
 
@@ -257,7 +264,7 @@ class Engine:
     def score(self, prepared: PreparedInput | PreparedRows) -> tuple[np.ndarray, float]:
         """Probabilities (rows x classes) or predicted values, and the tie tolerance they need."""
         if self.design is None:
-            with sklearn.config_context(assume_finite=True):
+            with sklearn.config_context(assume_finite=True), np.errstate(over="ignore"):
                 method = self.tail.predict_proba if self.probabilities else self.tail.predict
                 return np.asarray(method(prepared.frame), dtype=np.float64), 0.0
         matrix = self.design.build(prepared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingClassifier, RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
@@ -69,3 +70,18 @@ def test_other_models_are_left_to_skl2onnx(table) -> None:
     assert tree_onnx.supports(RandomForestClassifier(n_estimators=3).fit(features, labels))
     assert not tree_onnx.supports(GradientBoostingClassifier(n_estimators=3).fit(features, labels))
     assert not tree_onnx.supports(RandomForestClassifier(n_estimators=3).fit(features, np.c_[labels, labels]))
+
+
+def test_a_value_beyond_float32_takes_scikit_learns_branch_without_a_warning(table) -> None:
+    """1e300 is infinite in float32 for both; the cast warns nobody (warnings are errors here)."""
+    features, labels = table
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(features, labels)
+    rows = features[:3].copy()
+    rows[:, 0] = [1e300, -1e300, 3e38 * 10]
+
+    compiled = _scorer(forest, rows, True)(rows)
+
+    # As the service calls it: finiteness taken as checked, the overflowing cast silent.
+    with sklearn.config_context(assume_finite=True), np.errstate(over="ignore"):
+        expected = forest.predict_proba(rows)
+    assert np.abs(compiled - expected).max() <= 1e-7
