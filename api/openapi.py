@@ -180,8 +180,10 @@ def feature_schema(feature: Feature, policy: str) -> dict:
     if len(levels) > LEVELS_IN_DESCRIPTION:
         shown += f" and {len(levels) - LEVELS_IN_DESCRIPTION} more"
     words = " (or the words true/false, yes/no, t/f, 1/0)" if json_type == "boolean" else ""
+    # A level may be sent as a number or a boolean too: it is read as its text (3 and 3.0 as "3").
+    accepted = [json_type, "null"] if json_type == "boolean" else ["string", "number", "boolean", "null"]
     schema: dict[str, Any] = {
-        "type": [json_type, "null"],
+        "type": list(dict.fromkeys(accepted)),
         "description": f"Category{words}. Levels seen in training: {shown or 'none'}. Any other value is accepted, "
         "encoded as unknown (all levels off) and reported as an `unknown_category` warning; null is imputed "
         "with the most frequent level and reported as `missing`.",
@@ -516,17 +518,31 @@ def _job_schema() -> dict:
     }
 
 
+def _without_null(schema: dict) -> dict:
+    shown = dict(schema)
+    if isinstance(shown.get("type"), list):
+        shown["type"] = next(t for t in shown["type"] if t != "null")
+    if "enum" in shown:
+        shown["enum"] = [value for value in shown["enum"] if value is not None]
+    return shown
+
+
 def _retrain_schema(*, upload: bool) -> dict:
     estimators = sorted({name for names in REGISTRY.values() for name in names} | set(ALIASES))
+    # null for an option means its default (the client sends null for options left unset).
     properties: dict[str, Any] = {
-        "target": {"type": "string", "description": "Column to predict; default: the active model's target."},
-        "task": {"enum": ["classification", "regression"], "description": "Inferred from the target if absent."},
-        "estimator": {"enum": estimators},
-        "params": {"type": "object", "description": "Estimator parameters."},
-        "activate": {"enum": list(ACTIVATION_RULES), "default": "if_better"},
-        "out_of_range_policy": {"enum": list(OUT_OF_RANGE_POLICIES)},
+        "target": {"type": ["string", "null"], "description": "Column to predict; default: the active model's target."},
+        "task": {
+            "enum": ["classification", "regression", None],
+            "description": "Inferred from the target if absent.",
+        },
+        "estimator": {"enum": [*estimators, None]},
+        "params": {"type": ["object", "null"], "description": "Estimator parameters."},
+        "activate": {"enum": [*ACTIVATION_RULES, None], "default": "if_better"},
+        "out_of_range_policy": {"enum": [*OUT_OF_RANGE_POLICIES, None]},
     }
-    if upload:
+    if upload:  # form fields are text: no null there
+        properties = {name: _without_null(schema) for name, schema in properties.items()}
         properties["params"] = {"type": "string", "description": "Estimator parameters as a JSON object."}
         return {
             "type": "object",
@@ -542,7 +558,7 @@ def _retrain_schema(*, upload: bool) -> dict:
             "required": ["file"],
         }
     properties["data"] = {
-        "type": "string",
+        "type": ["string", "null"],
         "description": "A CSV or Parquet file under the data directory; default: the configured dataset.",
     }
     return {"type": "object", "properties": properties, "examples": [{"activate": "if_better"}]}

@@ -16,7 +16,7 @@ from api.services import Services
 from shared.batch import JobFiles, save_upload, validate_csv, write_json_input
 from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable, TrainingError
 from shared.estimators import make_estimator
-from shared.inputs import instances_to_frame
+from shared.inputs import prepare_rows
 from shared.jobs import new_job_id
 from shared.logs import bind_context
 from shared.settings import OutOfRangePolicy
@@ -72,7 +72,9 @@ def submit_instances(services: Services, instances: list, version: str | None, i
     require_text({"model_version": version, "id_column": id_column})
     model = model_for_job(services, version)
     extra = {model.manifest["target"]} | ({id_column} if id_column else set())
-    instances_to_frame(instances, model.schema, allowed_extra=extra)  # fail fast on shape and schema
+    # Fail fast on shape and on every value, with the checks /predict makes: a row refused here
+    # is named to the caller now rather than failing the job on a worker later.
+    prepare_rows(instances, model.schema, model.policy, allowed_extra=extra)
     if id_column and any(id_column not in row for row in instances):
         raise InvalidInput("Every row must carry the id_column", [FieldError("missing id", field=id_column)])
     job_id = new_job_id()

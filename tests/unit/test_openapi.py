@@ -117,7 +117,7 @@ def test_instance_schema_lists_the_models_features_with_training_ranges(
             assert all(level in prop["description"] for level in feature.levels)
     flipper = instance["properties"]["flipper_length_mm"]
     assert str(flipper["x-training-max"]) in flipper["description"]
-    assert instance["properties"]["island"]["type"] == ["string", "null"]
+    assert instance["properties"]["island"]["type"] == ["string", "number", "boolean", "null"]  # read as text
 
 
 def test_reject_policy_makes_the_training_range_a_constraint(
