@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint format clean system-deps bench bench-deps
+.PHONY: install run test test-unit test-integration lint format clean system-deps bench bench-deps soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "predictq needs Python 3.11 or newer")'
@@ -49,6 +49,13 @@ system-deps:
 # `make bench BENCH_ARGS=--quick` or `make bench BENCH_ARGS=--ten-million`.
 bench: install bench-deps
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Concurrent clients mixing /predict, /jobs and polling against a fresh local stack for
+# SOAK_DURATION_S seconds (not part of `make test`; CI runs a 60 s form as an integration test):
+# requests, errors (must be 0), p99, and every job's exact row count. `make soak SOAK_DURATION_S=3600`.
+SOAK_DURATION_S ?= 600
+soak: install
+	$(BIN)/python -m benchmarks.soak --duration-s $(SOAK_DURATION_S) --json var/soak/soak.json
 
 # wrk, the load generator, from Debian's packages.
 bench-deps:
