@@ -118,8 +118,8 @@ def ping(url: str) -> bool:
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         return bool(client.ping())
-    except redis.exceptions.ConnectionError:
-        return False
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return False  # not up yet, still loading its append-only file, or too slow to answer now
     finally:
         client.close()
 
