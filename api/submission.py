@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from api.bodies import require_text
 from api.request_log import request_id
 from api.services import Services
-from shared.batch import JobFiles, save_upload, validate_csv, write_json_input
+from shared.batch import JobFiles, result_columns, save_upload, validate_csv, write_json_input
 from shared.errors import BadRequest, FieldError, InvalidInput, PredictqError, ServiceUnavailable, TrainingError
 from shared.estimators import make_estimator
 from shared.inputs import prepare_rows
@@ -79,7 +79,7 @@ def submit_instances(services: Services, instances: list, version: str | None, i
         raise InvalidInput("Every row must carry the id_column", [FieldError("missing id", field=id_column)])
     job_id = new_job_id()
     files = JobFiles(services.settings.jobs_dir, job_id, services.storage)
-    write_json_input(files, instances)
+    write_json_input(files, instances, result_columns=result_columns(model))
     return _enqueue(
         services, files, job_id, SPLIT_TASK, "batch",
         model_version=model.version, total=len(instances), id_column=id_column, input="json",
@@ -92,7 +92,9 @@ def submit_csv(services: Services, stream: IO[bytes], version: str | None, id_co
     files = JobFiles(services.settings.jobs_dir, job_id, services.storage).create()
     try:
         save_upload(stream, files.input_csv, services.settings.max_upload_bytes)
-        validate_csv(files.input_csv, model.schema, id_column, **_csv_limits(services))
+        validate_csv(
+            files.input_csv, model.schema, id_column, result_columns=result_columns(model), **_csv_limits(services)
+        )
         files.store(files.input_csv)  # workers on other hosts read it from there
     except BaseException:
         files.remove()  # a refused upload, a lost client or an unreachable store: leave nothing behind

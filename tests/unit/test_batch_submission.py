@@ -114,6 +114,24 @@ def test_csv_with_a_prediction_column_is_refused(client: FlaskClient, no_job_mad
     no_job_made()
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["csv", "json"])
+def test_an_input_column_named_like_a_probability_column_is_refused(
+    client: FlaskClient, no_job_made, as_json: bool
+) -> None:
+    """probability_<class> of one of the model's classes would be overwritten too: refused at submission."""
+    rows = penguins().assign(probability_Adelie=0.5)
+    if as_json:
+        records = json.loads(rows.to_json(orient="records"))
+        response = client.post("/jobs", json={"instances": records, "id_column": "probability_Adelie"})
+    else:
+        response = post_csv(client, rows.to_csv(index=False).encode())
+
+    body = problem(response, 422)
+
+    assert [error["field"] for error in body["errors"]] == ["probability_Adelie"]
+    no_job_made()
+
+
 def test_json_rows_whose_id_column_is_prediction_are_refused(client: FlaskClient, no_job_made) -> None:
     """JSON rows carrying a prediction key (here as id_column) are a 422 naming it; no job is made."""
     rows = [{"prediction": f"r{n}", **row} for n, row in enumerate(json.loads(penguins().to_json(orient="records")))]
