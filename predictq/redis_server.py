@@ -143,7 +143,7 @@ def start_server(data_dir: Path, port: int | None = None, **popen_args) -> tuple
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_until_ready(url, process)
-    except RuntimeError:
+    except BaseException:  # not ready, or interrupted while waiting: never leave the server behind
         process.kill()
         process.wait()
         raise
