@@ -37,6 +37,11 @@ SKLEARN = "sklearn"
 TIE_TOLERANCE = 1e-6
 
 
+def gives_probabilities(task: str, pipeline: Pipeline) -> bool:
+    """Whether answers carry class probabilities: classifiers that can estimate them."""
+    return task == "classification" and hasattr(pipeline, "predict_proba")
+
+
 class NotReproducible(Exception):
     """The fitted preprocessing holds a step the numpy replay does not cover."""
 

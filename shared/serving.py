@@ -26,11 +26,6 @@ log = logging.getLogger(__name__)
 SMALL_REQUEST_ROWS = 200
 
 
-def has_probabilities(model: LoadedModel) -> bool:
-    """Whether answers carry class probabilities: classifiers that can estimate them."""
-    return model.task == "classification" and hasattr(model.pipeline, "predict_proba")
-
-
 @dataclass(frozen=True)
 class Scored:
     """What scoring rows gave, kept as columns: no Python object per row.

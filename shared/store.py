@@ -24,7 +24,7 @@ import sklearn
 from sklearn.pipeline import Pipeline
 
 from shared.compiled import engine_for
-from shared.engine import Engine
+from shared.engine import Engine, gives_probabilities
 from shared.errors import ModelIntegrityError, ModelNotFound, NoActiveModel
 from shared.schema import FeatureSchema
 from shared.storage import LocalStorage, Storage, open_storage
@@ -320,7 +320,7 @@ class ModelStore:
             warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
             pipeline = joblib.load(io.BytesIO(data))
         serving = manifest.get("serving")  # absent from versions saved before the compiled path
-        probabilities = manifest["task"] == "classification" and hasattr(pipeline, "predict_proba")
+        probabilities = gives_probabilities(manifest["task"], pipeline)
         engine = engine_for(pipeline, probabilities, serving, self._onnx_bytes(version, serving))
         return LoadedModel(version, manifest, pipeline, FeatureSchema.from_dict(manifest["feature_schema"]), engine)
 

@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from shared.compiled import ServingPlan, plan_serving
+from shared.engine import gives_probabilities
 from shared.errors import InvalidInput, TrainingError
 from shared.estimators import Task, make_estimator
 from shared.features import build_pipeline, coercion_policy
@@ -131,7 +132,7 @@ def train(frame: pd.DataFrame, options: TrainingOptions) -> TrainedModel:
         raise TrainingError(f"{name} failed to fit: {exc}") from exc
     # The holdout as the service would see it (coerced, clipped under "clip"), for the parity check.
     coerced_hold = prepare(labelled.iloc[holdout_idx], schema, coercion_policy(options.out_of_range_policy))
-    probabilities = task == "classification" and hasattr(pipeline, "predict_proba")
+    probabilities = gives_probabilities(task, pipeline)
     return TrainedModel(
         pipeline=pipeline,
         schema=schema,

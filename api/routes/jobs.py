@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from flask import Blueprint, request, send_file, url_for
@@ -11,19 +10,16 @@ from api.auth import require_client
 from api.bodies import instances_of, json_object
 from api.services import services
 from api.submission import submit_csv, submit_instances
-from shared.batch import JobFiles
+from shared.batch import JobFiles, is_job_id
 from shared.errors import BadRequest
 from shared.jobs import SUCCEEDED, job_not_found
 from shared.settings import JOBS_SCOPE
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-# Job ids are uuid4 hex; anything else cannot name a job (nor reach other Redis keys).
-JOB_ID = re.compile(r"[0-9a-f]{32}")
-
 
 def _require_job_id(job_id: str) -> None:
-    if not JOB_ID.fullmatch(job_id):
+    if not is_job_id(job_id):
         raise job_not_found(job_id)
 
 
